@@ -1,0 +1,29 @@
+"""Shared test settings.
+
+In CI (``CI`` set) every backend must be importable: a compiled backend that failed to build
+would otherwise only show up as skipped tests, which cannot fail.
+"""
+
+import os
+
+import pytest
+
+from softmax_fast import backends
+
+ALL_BACKENDS = ("reference", "cython", "numba")
+
+
+def require_backend(name):
+    """Skip (locally) or fail (in CI) when backend ``name`` is not importable."""
+    if name in backends.available_backends():
+        return name
+    reason = f"backend {name!r} is not importable: {backends._import_errors.get(name)}"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    """Each importable backend by name."""
+    return require_backend(request.param)

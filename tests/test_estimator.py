@@ -1,0 +1,289 @@
+"""SoftmaxRegression: training behaviour, scikit-learn compatibility, errors and persistence."""
+
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.datasets import make_classification
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from softmax_fast import SoftmaxRegression
+from softmax_fast._trainer import TrainingDivergedError
+from softmax_fast.estimator import ModelFileError
+from softmax_fast.kernels import reference as ref
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_classification(n_samples=600, n_features=12, n_informative=8, n_classes=4,
+                               n_clusters_per_class=1, class_sep=2.0, random_state=0)
+    return X.astype(np.float32), y
+
+
+def _fit(X, y, **params):
+    params.setdefault("random_state", 0)
+    params.setdefault("max_iter", 5)
+    return SoftmaxRegression(**params).fit(X, y)
+
+
+def test_learns_a_separable_problem(backend, blobs):
+    X, y = blobs
+    model = _fit(X, y, backend=backend, max_iter=20)
+    assert model.score(X, y) > 0.9
+    assert model.coef_.shape == (4, 12) and model.intercept_.shape == (4,)
+    assert model.n_iter_ == 20 and len(model.loss_curve_) == 20
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(model.predict_log_proba(X)), proba, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(model.predict(X), model.classes_[proba.argmax(axis=1)])
+
+
+def test_one_epoch_equals_the_reference_sgd_step_by_step(backend, blobs):
+    """fit(max_iter=1) runs exactly the reference's epoch with the same order (float64)."""
+    X, y = blobs
+    X = X.astype(np.float64)
+    model = SoftmaxRegression(max_iter=1, random_state=0, backend=backend, dtype="float64",
+                              batch_size=7, momentum=0.5, alpha=1e-3).fit(X, y)
+    W, b = np.zeros((12, 4)), np.zeros(4)
+    order = ref.epoch_order(len(y), model._state.seed, 0)
+    ref.sgd_epoch_reference(X, y, W, b, order, lr=0.1, alpha=1e-3, batch_size=7,
+                            momentum=0.5, velocity_W=np.zeros_like(W), velocity_b=np.zeros(4))
+    np.testing.assert_allclose(model.coef_, W.T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.intercept_, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_bitwise_identical_for_any_thread_count_and_rerun(backend, blobs, momentum, nesterov):
+    X, y = blobs
+    runs = [_fit(X, y, backend=backend, n_threads=t, momentum=momentum,
+                 nesterovs_momentum=nesterov, batch_size=64).coef_ for t in (1, 2, 4, 2)]
+    for coef in runs[1:]:
+        assert np.array_equal(coef, runs[0])
+
+
+def test_compiled_backends_agree(blobs):
+    from softmax_fast.backends import available_backends
+
+    compiled = [b for b in ("cython", "numba") if b in available_backends()]
+    if len(compiled) < 2:
+        pytest.skip("needs both compiled backends")
+    X, y = blobs
+    a, b = (_fit(X, y, backend=name, dtype="float64").coef_ for name in compiled)
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_uint8_with_input_scale_equals_scaled_floats():
+    rng = np.random.default_rng(0)
+    X8 = rng.integers(0, 256, (300, 20), dtype=np.uint8)
+    y = (X8[:, 0] > 128).astype(int) + (X8[:, 1] > 128)
+    a = _fit(X8, y, input_scale=1 / 255, dtype="float64")
+    b = _fit(X8.astype(np.float64) / 255, y, dtype="float64")
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(a.predict(X8), b.predict(X8.astype(np.float64) / 255))
+
+
+def test_string_labels_and_sample_weight(blobs):
+    X, y = blobs
+    names = np.array(["ankle boot", "bag", "coat", "dress"])[y]
+    model = _fit(X, names)
+    assert list(model.classes_) == ["ankle boot", "bag", "coat", "dress"]
+    assert set(model.predict(X)) <= set(model.classes_)
+    # Zero weights: the exact optimum equals the one of the data without those rows.
+    w = np.zeros(len(y))
+    w[::2] = 1.0
+    params = {"solver": "lbfgs", "alpha": 1e-2, "tol": 1e-10, "max_iter": 1000,
+              "dtype": "float64"}
+    weighted = SoftmaxRegression(**params).fit(X, y, sample_weight=w)
+    dropped = SoftmaxRegression(**params).fit(X[::2], y[::2])
+    np.testing.assert_allclose(weighted.coef_, dropped.coef_, rtol=1e-5, atol=1e-6)
+    balanced = _fit(X, y, class_weight="balanced")
+    assert balanced.score(X, y) > 0.8
+
+
+def test_early_stopping_restores_the_best_epoch(blobs):
+    X, y = blobs
+    model = _fit(X, y, early_stopping=True, max_iter=60, n_iter_no_change=3, tol=1e-3,
+                 learning_rate="constant", learning_rate_init=0.5)
+    assert model.stop_reason_ in ("early_stopping", "max_iter")
+    curve = model.validation_loss_curve_
+    assert len(curve) == model.n_iter_ == len(model.validation_scores_)
+    assert model.best_loss_ == min(curve)
+    # the restored weights give the best validation loss, not the last one
+    best_epoch = int(np.argmin(curve))
+    assert best_epoch < len(curve) - 1 or model.stop_reason_ == "max_iter"
+
+
+def test_eval_set_records_validation_without_early_stopping(blobs):
+    X, y = blobs
+    seen = []
+    model = SoftmaxRegression(max_iter=3, random_state=0).fit(
+        X[:400], y[:400], eval_set=(X[400:], y[400:]), on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [1, 2, 3]
+    assert len(model.validation_scores_) == 3 and all(0 <= s <= 1 for s in model.validation_scores_)
+
+
+def test_divergence_names_the_epoch_and_suggests_a_smaller_rate(blobs):
+    X, y = blobs
+    model = SoftmaxRegression(learning_rate_init=1e30, learning_rate="constant", max_iter=5,
+                              random_state=0)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1.*smaller learning_rate_init"):
+        model.fit(X * 1e10, y)
+    assert not hasattr(model, "coef_")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "adaptive", "step"])
+def test_learning_rate_schedules(blobs, schedule):
+    X, y = blobs
+    stalls = schedule == "adaptive"  # tol=10: no epoch counts as progress, so the rate drops
+    model = _fit(X, y, learning_rate=schedule, max_iter=6, tol=10.0 if stalls else 0.0,
+                 n_iter_no_change=1 if stalls else 10)
+    rates = [r["learning_rate"] for r in model.history_]
+    if schedule == "constant":
+        assert len(set(rates)) == 1
+    elif schedule == "invscaling":
+        assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    elif schedule == "adaptive":
+        assert rates[2] == pytest.approx(rates[1] / 5) and rates[-1] < rates[2]
+    else:
+        assert rates[:4] == [0.1, 0.1, 0.05, 0.05]
+
+
+def test_warm_start_and_partial_fit(blobs):
+    X, y = blobs
+    model = _fit(X, y, max_iter=2, warm_start=True)
+    first = model.coef_.copy()
+    model.fit(X, y)
+    assert model.n_iter_ == 4 and not np.array_equal(model.coef_, first)
+    online = SoftmaxRegression(random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        online.partial_fit(X, y)
+    online.partial_fit(X[:300], y[:300], classes=np.arange(4))
+    online.partial_fit(X[300:], y[300:])
+    assert online.n_iter_ == 2 and online.t_ == 600
+    with pytest.raises(ValueError, match="not in classes"):
+        online.partial_fit(X[:5], np.full(5, 9))
+
+
+def test_lbfgs_reaches_scikit_learns_objective(blobs):
+    X, y = blobs
+    X = X.astype(np.float64)
+    alpha = 1e-2
+    ours = SoftmaxRegression(solver="lbfgs", alpha=alpha, tol=1e-10, max_iter=2000,
+                             dtype="float64").fit(X, y)
+    sk = LogisticRegression(C=1.0 / (len(y) * alpha), tol=1e-12, max_iter=5000).fit(X, y)
+    ours_obj = ours.objective(X, y)
+    sk_copy = SoftmaxRegression(alpha=alpha, dtype="float64")
+    sk_copy.coef_, sk_copy.intercept_ = sk.coef_, sk.intercept_
+    sk_copy.classes_, sk_copy.n_features_in_ = sk.classes_, X.shape[1]
+    assert ours_obj == pytest.approx(sk_copy.objective(X, y), rel=1e-6)
+
+
+def test_sparse_csr_matches_dense(blobs):
+    X, y = blobs
+    X = np.where(np.abs(X) > 1.0, X, 0.0).astype(np.float64)
+    for solver in ("sgd", "lbfgs"):
+        dense = _fit(X, y, solver=solver, dtype="float64", max_iter=5)
+        sparse = _fit(sp.csr_matrix(X), y, solver=solver, dtype="float64", max_iter=5)
+        np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(sparse.predict_proba(sp.csr_matrix(X)),
+                                   dense.predict_proba(X), rtol=1e-8, atol=1e-12)
+
+
+def test_scikit_learn_tools_work(blobs):
+    X, y = blobs
+    model = SoftmaxRegression(max_iter=3, random_state=0)
+    assert clone(model).get_params() == model.get_params()
+    scores = cross_val_score(make_pipeline(StandardScaler(), model), X, y, cv=3)
+    assert scores.mean() > 0.8
+    search = GridSearchCV(model, {"alpha": [1e-5, 1e-2], "batch_size": [16, 64]}, cv=2)
+    search.fit(X, y)
+    assert search.best_score_ > 0.8
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "exc", "message"),
+    [
+        (np.full((4, 2), np.nan), [0, 1, 0, 1], ValueError, "NaN"),
+        (np.ones((4, 2)), [1, 1, 1, 1], ValueError, "only one class"),
+        (np.ones((4, 2)), [0, 1, 0], ValueError, "inconsistent numbers of samples"),
+        (np.ones((0, 2)), [], ValueError, "0 sample"),
+        (np.ones((4, 2)), [0.5, 1.5, 0.5, 1.5], ValueError, "continuous"),
+    ],
+)
+def test_bad_training_input(X, y, exc, message):
+    with pytest.raises(exc, match=message):
+        SoftmaxRegression().fit(X, y)
+
+
+def test_bad_parameters_and_prediction_input(blobs):
+    X, y = blobs
+    for params, message in [({"solver": "adam"}, "solver"), ({"batch_size": 0}, "batch_size"),
+                            ({"momentum": 1.0}, "momentum"), ({"alpha": -1}, "alpha"),
+                            ({"dtype": "int8"}, "dtype"), ({"learning_rate": "x"}, "learning")]:
+        with pytest.raises(ValueError, match=message):
+            SoftmaxRegression(**params).fit(X, y)
+    with pytest.raises(NotFittedError):
+        SoftmaxRegression().predict(X)
+    model = _fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :5])
+
+
+def test_save_and_load_round_trip(tmp_path, blobs):
+    X, y = blobs
+    names = np.array(["a", "b", "c", "d"])[y]
+    model = _fit(X, names, input_scale=0.5, alpha=1e-3)
+    path = model.save(tmp_path / "model.npz")
+    loaded = SoftmaxRegression.load(path)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.get_params() == model.get_params()
+    assert loaded.n_iter_ == model.n_iter_
+    assert not list(tmp_path.glob(".tmp-*"))  # written atomically, no leftovers
+    # a loaded model can keep training
+    loaded.set_params(warm_start=True).fit(X, names)
+
+
+def test_load_rejects_bad_files(tmp_path, blobs):
+    X, y = blobs
+    path = _fit(X, y).save(tmp_path / "m.npz")
+    raw = path_bytes = open(path, "rb").read()
+    (tmp_path / "trunc.npz").write_bytes(path_bytes[: len(raw) // 2])
+    with pytest.raises(ModelFileError, match="not a readable"):
+        SoftmaxRegression.load(tmp_path / "trunc.npz")
+
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    tampered = dict(arrays, coef=arrays["coef"] + 1)
+    np.savez(tmp_path / "tampered.npz", **tampered)
+    with pytest.raises(ModelFileError, match="checksum"):
+        SoftmaxRegression.load(tmp_path / "tampered.npz")
+
+    meta = json.loads(str(arrays["meta"]))
+    meta["format_version"] = 99
+    np.savez(tmp_path / "future.npz", **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(ModelFileError, match="version 99"):
+        SoftmaxRegression.load(tmp_path / "future.npz")
+
+    np.savez(tmp_path / "pickle.npz", coef=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ModelFileError):
+        SoftmaxRegression.load(tmp_path / "pickle.npz")
+    with zipfile.ZipFile(tmp_path / "empty.npz", "w"):
+        pass
+    with pytest.raises(ModelFileError):
+        SoftmaxRegression.load(tmp_path / "empty.npz")
+
+
+def test_max_iter_warning_only_when_verbose(blobs):
+    X, y = blobs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        _fit(X, y, max_iter=1)
