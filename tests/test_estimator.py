@@ -191,8 +191,10 @@ def test_sparse_csr_matches_dense(blobs):
     X, y = blobs
     X = np.where(np.abs(X) > 1.0, X, 0.0).astype(np.float64)
     for solver in ("sgd", "lbfgs"):
-        dense = _fit(X, y, solver=solver, dtype="float64", max_iter=5)
-        sparse = _fit(sp.csr_matrix(X), y, solver=solver, dtype="float64", max_iter=5)
+        iters = 5 if solver == "sgd" else 300
+        dense = _fit(X, y, solver=solver, dtype="float64", max_iter=iters, alpha=1e-3)
+        sparse = _fit(sp.csr_matrix(X), y, solver=solver, dtype="float64", max_iter=iters,
+                      alpha=1e-3)
         np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(sparse.predict_proba(sp.csr_matrix(X)),
                                    dense.predict_proba(X), rtol=1e-8, atol=1e-12)
