@@ -10,6 +10,7 @@ All compiler settings live here, once:
   Without it the extensions build serial and this script says so once.
 """
 
+import glob
 import os
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
+            depends=sorted(glob.glob(os.path.join("kernels", "*.h"))),
         )
         for name, source in CYTHON_MODULES
     ]
@@ -94,7 +96,7 @@ def _extensions():
 setup(
     packages=["softmax_fast", "softmax_fast.kernels", "softmax_fast.data"],
     package_dir={"softmax_fast": "softmax_fast", "softmax_fast.kernels": "kernels"},
-    package_data={"softmax_fast.data": ["*.npz"], "softmax_fast.kernels": ["*.pxd", "*.pyx"]},
+    package_data={"softmax_fast.data": ["*.npz"], "softmax_fast.kernels": ["*.pxd", "*.pyx", "*.h"]},
     ext_modules=_extensions(),
     zip_safe=False,
 )

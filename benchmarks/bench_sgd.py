@@ -1,0 +1,103 @@
+"""One SGD epoch on the real Fashion-MNIST training set (60,000 x 784, 10 classes).
+
+    pytest benchmarks/bench_sgd.py --benchmark-only --benchmark-json=sgd.json
+    python benchmarks/report.py sgd.json
+
+One group per (X dtype, batch size) so that every ratio is read within one run: the plain
+NumPy float32 loop of benchmarks/baselines.py (``numpy``), the float64 reference (batch 1024
+only: it takes seconds per epoch), and each compiled backend with 1 and 2 threads
+(``numba-1t``, ``numba-2t``, ...). X is either float32 scaled to [0, 1] or the raw uint8 pixels
+with ``x_scale = 1/255``. Every implementation sees the same shuffled order; the weights keep
+training from one round to the next, which does not change the work per epoch. No timing is
+asserted; the table at the end of the run (benchmarks/report.py) gives the medians and the
+speed-ups over NumPy and the reference.
+"""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+from baselines import numpy_sgd_epoch
+
+from softmax_fast.backends import available_backends, get_backend
+
+pytestmark = pytest.mark.fashion
+
+COMPILED = [b for b in ("cython", "numba") if b in available_backends()]
+BATCHES = [32, 256, 1024]
+THREADS = [1, 2]
+LR, ALPHA = 0.01, 1e-4
+_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def _read_idx(path, offset):
+    with gzip.open(path, "rb") as fh:
+        return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
+
+
+def load_fashion_mnist_train():
+    """(X uint8 (60000, 784), y intp) from softmax_fast.datasets or the Debian package files."""
+    try:
+        from softmax_fast.datasets import load_dataset
+
+        X, y, _, _ = load_dataset("fashion-mnist", download=False)
+        return np.ascontiguousarray(X, dtype=np.uint8), np.asarray(y, dtype=np.intp)
+    except Exception:  # not importable yet, or the files are elsewhere: read the IDX files
+        images = os.path.join(_SYSTEM_DIR, "train-images-idx3-ubyte.gz")
+        labels = os.path.join(_SYSTEM_DIR, "train-labels-idx1-ubyte.gz")
+        if not (os.path.exists(images) and os.path.exists(labels)):
+            pytest.skip("full Fashion-MNIST not found (Debian package dataset-fashion-mnist)")
+        X = _read_idx(images, 16).reshape(-1, 784)
+        y = _read_idx(labels, 8).astype(np.intp)
+        return X, y
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    X8, y = load_fashion_mnist_train()
+    X32 = X8.astype(np.float32) / np.float32(255)
+    order = np.random.default_rng(0).permutation(len(y)).astype(np.intp)
+    return {"uint8": (X8, 1.0 / 255), "float32": (X32, 1.0)}, y, order
+
+
+def _fresh_weights(dtype=np.float32):
+    coef = np.zeros((10, 784), dtype=dtype)
+    intercept = np.zeros(10, dtype=dtype)
+    return coef, intercept, np.zeros_like(coef), np.zeros_like(intercept)
+
+
+IMPLS = ["numpy", "reference"] + [f"{b}-{t}t" for b in COMPILED for t in THREADS]
+
+
+@pytest.mark.parametrize("batch_size", BATCHES, ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("xdtype", ["float32", "uint8"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sgd_epoch(benchmark, fashion, xdtype, batch_size, impl):
+    data, y, order = fashion
+    X, x_scale = data[xdtype]
+    benchmark.group = f"sgd_epoch fashion-mnist X {xdtype} batch {batch_size}"
+    benchmark.extra_info.update(impl=impl, n_samples=len(y), batch_size=batch_size)
+    if impl == "reference":
+        if batch_size != 1024:
+            pytest.skip("the float64 reference is timed at batch 1024 only (seconds per epoch)")
+        kernel = get_backend("reference").sgd_epoch
+        coef, intercept, vc, vb = _fresh_weights(np.float64)
+        args = (X, x_scale, y, None, order, coef, intercept, vc, vb, LR, ALPHA, 0.0, False,
+                batch_size, 1)
+        loss = benchmark.pedantic(kernel, args, rounds=2, iterations=1)
+    elif impl == "numpy":
+        coef, intercept, _, _ = _fresh_weights()
+        args = (X, x_scale, y, order, coef, intercept, LR, ALPHA, batch_size)
+        loss = benchmark.pedantic(numpy_sgd_epoch, args, rounds=5, iterations=1,
+                                  warmup_rounds=1)
+    else:
+        name, threads = impl.rsplit("-", 1)
+        n_threads = int(threads[:-1])
+        kernel = get_backend(name).sgd_epoch
+        coef, intercept, vc, vb = _fresh_weights()
+        args = (X, x_scale, y, None, order, coef, intercept, vc, vb, LR, ALPHA, 0.0, False,
+                batch_size, n_threads)
+        benchmark.extra_info["n_threads"] = n_threads
+        loss = benchmark.pedantic(kernel, args, rounds=11, iterations=1, warmup_rounds=1)
+    assert np.isfinite(loss)

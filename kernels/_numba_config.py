@@ -1,0 +1,31 @@
+"""Compilation settings and tiling constants of the Numba backend, defined once.
+
+FASTMATH keeps LLVM free to reassociate and contract (vectorised reductions, FMA) but NOT
+``nnan``/``ninf``: the numeric policy relies on NaN and infinities propagating into the
+returned loss. ``error_model="numpy"`` makes 0/0 give NaN instead of raising.
+
+The tile sizes below fix which operations are grouped together. They depend only on the
+problem shape, never on the thread count, which is what makes every kernel bitwise
+reproducible for any ``n_threads``.
+"""
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: options of every compiled function (``parallel`` is added where a kernel has prange)
+JIT = {"fastmath": set(FASTMATH), "error_model": "numpy", "cache": True, "nogil": True}
+PJIT = dict(JIT, parallel=True)
+
+#: elements (rows x classes) of logits/gradients that one chunk of linear_softmax_ce keeps
+#: in memory: the extra memory is O(CHUNK_ELEMS), whatever n and n_classes are.
+CHUNK_ELEMS = 1 << 16
+#: rows of one forward/softmax tile (even: the forward kernel works on pairs of rows)
+ROW_TILE = 16
+#: classes of one forward tile and of one backward tile
+CLASS_TILE = 128
+#: target width (features) of one feature block; blocks are multiples of 16 elements. Wide
+#: blocks amortise the horizontal sums of the forward tile; 784 features give 2 blocks.
+FEATURE_BLOCK = 384
+#: rows x classes handled by one softmax block (fixed-order loss partials)
+SOFTMAX_BLOCK_ELEMS = 1 << 14
+#: below this many multiply-adds per call, use one thread (same code, same result)
+MIN_WORK_PER_THREAD = 1 << 16

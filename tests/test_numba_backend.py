@@ -1,0 +1,183 @@
+"""Numba-specific checks: JIT latency of a fresh process, the on-disk cache, NUMBA_DISABLE_JIT.
+
+The contract itself (numerics, threads, edge cases) is tested for every backend in
+tests/test_kernels.py. Here each check runs in a fresh interpreter (``subprocess``) because
+the JIT and its cache are per process; NUMBA_CACHE_DIR points at a temporary directory so
+"cold" really means nothing cached.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+# Calls every contract function once in float32 (uint8 X for the linear/SGD kernels, the
+# Fashion-MNIST shape of the benchmarks) and reports the time to import and to first result,
+# plus the dispatchers' cache statistics.
+_FIRST_CALL = textwrap.dedent(
+    """
+    import json, time
+    t0 = time.perf_counter()
+    import numpy as np
+    from softmax_fast.kernels import numba_backend as nb
+    t_import = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((64, 10)).astype(np.float32)
+    y = rng.integers(0, 10, 64).astype(np.intp)
+    out = np.empty_like(z)
+    X = rng.integers(0, 256, (64, 784), dtype=np.uint8)
+    coef = np.zeros((10, 784), np.float32)
+    b = np.zeros(10, np.float32)
+    gc, gb = np.empty_like(coef), np.empty_like(b)
+    times = {}
+    t = time.perf_counter(); nb.softmax(z, out, 2); times["softmax"] = time.perf_counter() - t
+    t = time.perf_counter(); nb.log_softmax(z, out, 2)
+    times["log_softmax"] = time.perf_counter() - t
+    t = time.perf_counter(); loss = nb.softmax_ce(z, y, None, out, 2)
+    times["softmax_ce"] = time.perf_counter() - t
+    t = time.perf_counter()
+    nb.linear_softmax_ce(X, 1 / 255, coef, b, y, None, 1e-4, gc, gb, 2)
+    times["linear_softmax_ce"] = time.perf_counter() - t
+    t = time.perf_counter()
+    nb.sgd_epoch(X, 1 / 255, y, None, np.arange(64), coef, b, np.zeros_like(coef),
+                 np.zeros_like(b), 0.01, 1e-4, 0.0, False, 32, 2)
+    times["sgd_epoch"] = time.perf_counter() - t
+    kernels = [nb._softmax_kernel, nb._softmax_ce_kernel, nb._linear_kernel, nb._sgd_kernel]
+    stats = {k.__name__: [sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values())]
+             for k in kernels}
+    print(json.dumps({"import": t_import, "first_calls": times, "stats": stats,
+                      "finite": bool(np.isfinite(loss))}))
+    """
+)
+
+
+def _run(code, env_extra, timeout=600):
+    env = dict(os.environ, **env_extra)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _report(capsys, label, res):
+    with capsys.disabled():
+        calls = ", ".join(f"{k} {v:.2f}s" for k, v in res["first_calls"].items())
+        total = res["import"] + sum(res["first_calls"].values())
+        print(f"\n[numba first call, {label}] import {res['import']:.2f}s, {calls}; "
+              f"total {total:.2f}s")
+
+
+@pytest.mark.slow
+def test_first_call_cold_then_warm_cache(tmp_path, capsys):
+    """A cold cache compiles (seconds); a second fresh process loads everything from disk."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    cold = _run(_FIRST_CALL, env)
+    _report(capsys, "cold cache", cold)
+    assert cold["finite"]
+    index_files = [f for _, _, files in os.walk(tmp_path) for f in files if f.endswith(".nbi")]
+    assert index_files, "numba wrote no cache index"
+    for name, (_hits, misses) in cold["stats"].items():
+        assert misses >= 1, name  # compiled, not loaded
+    warm = _run(_FIRST_CALL, env)
+    _report(capsys, "warm cache", warm)
+    for name, (hits, misses) in warm["stats"].items():
+        assert hits >= 1 and misses == 0, (name, hits, misses)
+    cold_total = sum(cold["first_calls"].values())
+    warm_total = sum(warm["first_calls"].values())
+    assert warm_total < cold_total / 3
+
+
+def test_first_call_warm_cache(capsys):
+    """First call in a fresh process with the package's own cache (warmed by a first run)."""
+    _run(_FIRST_CALL, {})  # make sure this configuration is cached
+    res = _run(_FIRST_CALL, {})
+    _report(capsys, "warm cache (package __pycache__)", res)
+    for name, (hits, misses) in res["stats"].items():
+        assert hits >= 1 and misses == 0, (name, hits, misses)
+
+
+_NO_JIT = textwrap.dedent(
+    """
+    import json
+    import numba
+    import numpy as np
+    from softmax_fast.kernels import numba_backend as nb, reference as ref
+    assert numba.config.DISABLE_JIT
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((7, 4)) * 3
+    z[2, 1] = -np.inf
+    y = np.array([0, 1, 2, 3, 0, 1, 2], dtype=np.intp)
+    w = rng.random(7)
+    res = {}
+    o1, o2 = np.empty_like(z), np.empty_like(z)
+    nb.softmax(z, o1, 2); ref.softmax(z, o2)
+    res["softmax"] = float(np.max(np.abs(o1 - o2)))
+    nb.log_softmax(z, o1, 2); ref.log_softmax(z, o2)
+    fin = np.isfinite(o2)
+    res["log_softmax"] = float(np.max(np.abs(o1[fin] - o2[fin])))
+    l1 = nb.softmax_ce(z, y, w, o1, 2); l2 = ref.softmax_ce(z, y, w, o2)
+    res["softmax_ce"] = max(abs(l1 - l2), float(np.max(np.abs(o1 - o2))))
+    X = rng.integers(0, 256, (7, 5), dtype=np.uint8)
+    coef = rng.standard_normal((4, 5)) * 0.1
+    b = rng.standard_normal(4) * 0.1
+    g1, gb1, g2, gb2 = np.empty_like(coef), np.empty_like(b), np.empty_like(coef), np.empty_like(b)
+    l1 = nb.linear_softmax_ce(X, 0.01, coef, b, y, w, 0.1, g1, gb1, 2)
+    l2 = ref.linear_softmax_ce(X, 0.01, coef, b, y, w, 0.1, g2, gb2)
+    res["linear_softmax_ce"] = max(abs(l1 - l2), float(np.max(np.abs(g1 - g2))),
+                                   float(np.max(np.abs(gb1 - gb2))))
+    order = np.array([3, 1, 4, 0, 6, 5, 2], dtype=np.intp)
+    runs = []
+    for mod in (nb, ref):
+        c, bb = coef.copy(), b.copy()
+        vc, vb = np.zeros_like(c), np.zeros_like(bb)
+        loss = mod.sgd_epoch(X, 0.01, y, w, order, c, bb, vc, vb, 0.5, 0.01, 0.9, True, 3, 2)
+        runs.append((loss, c, bb))
+    res["sgd_epoch"] = max(abs(runs[0][0] - runs[1][0]),
+                           float(np.max(np.abs(runs[0][1] - runs[1][1]))),
+                           float(np.max(np.abs(runs[0][2] - runs[1][2]))))
+    print(json.dumps(res))
+    """
+)
+
+
+def test_disable_jit_path_matches_reference():
+    """With NUMBA_DISABLE_JIT=1 the same source runs as Python (intrinsics have fallbacks)."""
+    res = _run(_NO_JIT, {"NUMBA_DISABLE_JIT": "1"})
+    assert set(res) == {"softmax", "log_softmax", "softmax_ce", "linear_softmax_ce",
+                        "sgd_epoch"}
+    for name, err in res.items():
+        assert err <= 1e-12, (name, err)
+
+
+def test_exp_log_accuracy():
+    """The vectorisable exp/log used by the kernels: <= 1 ulp against NumPy's libm."""
+    from numba import njit
+
+    from softmax_fast.kernels import numba_backend as nb
+
+    @njit
+    def apply(a, out_exp, out_log):
+        for i in range(a.shape[0]):
+            out_exp[i] = nb._exp(a[i])
+            out_log[i] = nb._log(1.0 - a[i])
+
+    rng = np.random.default_rng(2)
+    a = np.concatenate([-rng.random(200_000) * 760, -rng.random(1000) * 1e-8,
+                        [0.0, -0.0, -745.1, -745.2, -708.5, -1e4, -np.inf, np.nan]])
+    e, lg = np.empty_like(a), np.empty_like(a)
+    apply(a, e, lg)
+    ref_e = np.exp(a)
+    pos = ref_e > 0
+    assert np.all(np.abs(e[pos] - ref_e[pos]) <= np.spacing(ref_e[pos]))
+    assert np.all(e[~pos & ~np.isnan(a)] == 0.0)
+    assert np.isnan(e[-1])
+    ref_l = np.log(1.0 - a)
+    ok = np.isfinite(ref_l) & (ref_l > 0)
+    assert np.all(np.abs(lg[ok] - ref_l[ok]) <= np.spacing(ref_l[ok]))
+    assert np.isinf(lg[-2]) and np.isnan(lg[-1])
