@@ -506,7 +506,7 @@ def _train(dataset, test_file, test_fraction, batch_size, learning_rate, epochs,
         click.echo(f"test cost {test_cost:.4f}  test accuracy {test_acc:.4f}")
 
     if out_path is not None:
-        _save_model(final, out_path)
+        final.save(out_path)
         result["model"] = str(out_path)
         echo(f"model saved to {out_path}")
     if plot_dir is not None:
@@ -515,14 +515,6 @@ def _train(dataset, test_file, test_fraction, batch_size, learning_rate, epochs,
     result["seconds"] = time.perf_counter() - tic_total
     if as_json:
         _write_json(result)
-
-
-def _save_model(model, path):
-    """``model.save`` (atomic itself) through :func:`atomic_output` for umask permissions."""
-    from softmax_fast._io import atomic_output
-
-    with atomic_output(path) as tmp:
-        model.save(tmp)
 
 
 def _train_plots(final, model, y_idx, pred_idx, dataset, plot_dir):
@@ -823,7 +815,7 @@ def _search(dataset, test_file, test_fraction, batch_size, lr, epochs, alpha, mo
     if result.best_params is None:
         raise CLIError("every configuration diverged; try smaller --lr values")
     if out_path is not None and result.best_estimator is not None:
-        _save_model(result.best_estimator, out_path)
+        result.best_estimator.save(out_path)
         summary["model"] = str(out_path)
     if plot_path is not None:
         from softmax_fast.plots import plot_search_heatmap

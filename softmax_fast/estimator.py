@@ -10,7 +10,6 @@ with minibatch SGD (``solver="sgd"``, each epoch one compiled call) or full-batc
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 
@@ -23,6 +22,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from softmax_fast._io import atomic_output
 from softmax_fast._trainer import (
     SGDConfig,
     TrainingDivergedError,
@@ -465,18 +465,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             arrays["feature_names_in"] = np.asarray(self.feature_names_in_, dtype=str)
         arrays["meta"] = np.array(json.dumps(meta))
         path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
         return path
 
     @classmethod

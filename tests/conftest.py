@@ -5,12 +5,18 @@ would otherwise only show up as skipped tests, which cannot fail.
 """
 
 import os
+import tempfile
 
 import pytest
 
 from softmax_fast import backends
 
 ALL_BACKENDS = ("reference", "cython", "numba")
+
+#: Working directory for child Python processes: outside the checkout, because ``python -m`` and
+#: ``python -c`` put the current directory first on sys.path, and the source tree's
+#: ``softmax_fast/`` (without the compiled kernels) would shadow the installed package.
+SUBPROCESS_CWD = tempfile.gettempdir()
 
 
 def require_backend(name):

@@ -13,6 +13,7 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import SUBPROCESS_CWD
 
 from softmax_fast._io import atomic_output, read_inputs
 from softmax_fast._options import GridValues
@@ -29,7 +30,7 @@ def run(*args, **kwargs):
     return CliRunner().invoke(cli, [str(a) for a in args], prog_name="softmax-fast", **kwargs)
 
 
-def run_subprocess(*args, cwd=None, timeout=120):
+def run_subprocess(*args, cwd=SUBPROCESS_CWD, timeout=120):
     return subprocess.run([sys.executable, "-m", "softmax_fast", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
@@ -95,7 +96,7 @@ def test_cli_module_imports_nothing_heavy():
             "print([m for m in ('numpy', 'sklearn', 'scipy', 'softmax_fast.estimator', "
             "'matplotlib') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=SUBPROCESS_CWD)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -104,7 +105,7 @@ def test_shell_completion_completes_commands():
     env = dict(os.environ, _SOFTMAX_FAST_COMPLETE="bash_complete",
                COMP_WORDS="softmax-fast tr", COMP_CWORD="1")
     proc = subprocess.run([sys.executable, "-m", "softmax_fast"], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=SUBPROCESS_CWD)
     assert proc.stdout.split() == ["plain,train"]
 
 

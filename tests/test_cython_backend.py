@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import SUBPROCESS_CWD
 
 from softmax_fast.kernels import reference
 
@@ -207,7 +208,8 @@ def test_linear_many_classes_uses_chunk_memory():
         """
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=dict(os.environ, OMP_NUM_THREADS="2"))
+                          timeout=120, env=dict(os.environ, OMP_NUM_THREADS="2"),
+                          cwd=SUBPROCESS_CWD)
     assert proc.returncode == 0, proc.stderr
     grown = int(proc.stdout.strip().splitlines()[-1])
     assert grown < 32 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MB"

@@ -1,6 +1,7 @@
 """SoftmaxRegression: training behaviour, scikit-learn compatibility, errors and persistence."""
 
 import json
+import os
 import warnings
 import zipfile
 
@@ -244,12 +245,16 @@ def test_save_and_load_round_trip(tmp_path, blobs):
     X, y = blobs
     names = np.array(["a", "b", "c", "d"])[y]
     model = _fit(X, names, input_scale=0.5, alpha=1e-3)
-    path = model.save(tmp_path / "model.npz")
+    path = tmp_path / "model.npz"
+    assert model.save(path) == str(path)
     loaded = SoftmaxRegression.load(path)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert loaded.get_params() == model.get_params()
     assert loaded.n_iter_ == model.n_iter_
-    assert not list(tmp_path.glob(".tmp-*"))  # written atomically, no leftovers
+    assert sorted(tmp_path.iterdir()) == [path]  # written atomically, no temporary leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # permissions of a plain open()
     # a loaded model can keep training
     loaded.set_params(warm_start=True).fit(X, names)
 

@@ -406,7 +406,7 @@ def test_pytorch_11752_log_softmax_precision(backend, dtype):
     expected = ref.stable_log_softmax(z.astype(np.float64))
     # the naive order is off by up to ulp(big)/2, i.e. ~1e-1 relative here
     np.testing.assert_allclose(out, expected, rtol=10 * np.finfo(dtype).eps)
-    assert out[0, 0] == pytest.approx(-np.log(2.0), rel=10 * np.finfo(dtype).eps)
+    assert out[0, 0] == pytest.approx(-np.log(2.0), rel=10 * float(np.finfo(dtype).eps))
     loss, _ = run_softmax_ce(backend, z, np.array([0, 1], dtype=np.intp))
     assert loss == pytest.approx(ref.cross_entropy(z.astype(np.float64), [0, 1]),
                                  rel=TOL[dtype]["ce"])

@@ -14,6 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import SUBPROCESS_CWD
 
 pytest.importorskip("numba")
 
@@ -60,7 +61,7 @@ _FIRST_CALL = textwrap.dedent(
 def _run(code, env_extra, timeout=600):
     env = dict(os.environ, **env_extra)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, cwd=SUBPROCESS_CWD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
