@@ -397,8 +397,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Scores z = input_scale * X @ coef_.T + intercept_, shape (n_samples, n_classes)."""
         check_is_fitted(self, "coef_")
         X, _ = self._validate_X(X, reset=False)
-        z = np.asarray(X @ self.coef_.T.astype(self.coef_.dtype), dtype=self.coef_.dtype) \
-            if sp.issparse(X) else X.astype(self.coef_.dtype, copy=False) @ self.coef_.T
+        if sp.issparse(X):
+            z = np.asarray(X @ self.coef_.T, dtype=self.coef_.dtype)
+        else:
+            z = X.astype(self.coef_.dtype, copy=False) @ self.coef_.T
         if self.input_scale != 1.0:
             z *= self.coef_.dtype.type(self.input_scale)
         z += self.intercept_
