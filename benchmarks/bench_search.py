@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from softmax_fast import SoftmaxRegression
+from softmax_fast.estimator import stratified_split_indices
 from softmax_fast.kernels import numba_multi
 from softmax_fast.search import grid_search
 
@@ -98,12 +99,8 @@ def test_sub_grid_against_one_fit_per_configuration(benchmark, fashion):
 
 
 def _split(X, y):
-    from sklearn.model_selection import train_test_split
-
-    idx_tr, idx_va = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y,
-                                      random_state=0)
-    idx_tr.sort()
-    idx_va.sort()
+    """The split grid_search makes with validation_fraction=0.2 and random_state=0."""
+    idx_tr, idx_va = stratified_split_indices(y, 0.2, 0)
     return X[idx_tr], X[idx_va], y[idx_tr], y[idx_va]
 
 

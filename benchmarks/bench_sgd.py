@@ -13,14 +13,13 @@ asserted; the table at the end of the run (benchmarks/report.py) gives the media
 speed-ups over NumPy and the reference.
 """
 
-import gzip
-import os
 
 import numpy as np
 import pytest
 from baselines import numpy_sgd_epoch
 
 from softmax_fast.backends import available_backends, get_backend
+from softmax_fast.datasets import load_dataset
 
 pytestmark = pytest.mark.fashion
 
@@ -28,29 +27,15 @@ COMPILED = [b for b in ("cython", "numba") if b in available_backends()]
 BATCHES = [32, 256, 1024]
 THREADS = [1, 2]
 LR, ALPHA = 0.01, 1e-4
-_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
-
-
-def _read_idx(path, offset):
-    with gzip.open(path, "rb") as fh:
-        return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
 
 
 def load_fashion_mnist_train():
-    """(X uint8 (60000, 784), y intp) from softmax_fast.datasets or the Debian package files."""
+    """(X uint8 (60000, 784), y intp) of the full Fashion-MNIST, or skip if it is absent."""
     try:
-        from softmax_fast.datasets import load_dataset
-
         X, y, _, _ = load_dataset("fashion-mnist", download=False)
-        return np.ascontiguousarray(X, dtype=np.uint8), np.asarray(y, dtype=np.intp)
-    except Exception:  # not importable yet, or the files are elsewhere: read the IDX files
-        images = os.path.join(_SYSTEM_DIR, "train-images-idx3-ubyte.gz")
-        labels = os.path.join(_SYSTEM_DIR, "train-labels-idx1-ubyte.gz")
-        if not (os.path.exists(images) and os.path.exists(labels)):
-            pytest.skip("full Fashion-MNIST not found (Debian package dataset-fashion-mnist)")
-        X = _read_idx(images, 16).reshape(-1, 784)
-        y = _read_idx(labels, 8).astype(np.intp)
-        return X, y
+    except Exception as exc:
+        pytest.skip(f"full Fashion-MNIST not found (Debian package dataset-fashion-mnist): {exc}")
+    return np.ascontiguousarray(X, dtype=np.uint8), np.asarray(y, dtype=np.intp)
 
 
 @pytest.fixture(scope="module")

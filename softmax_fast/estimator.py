@@ -307,7 +307,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return weights
 
     def _seed(self):
-        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        return training_seed(self.random_state)
 
     def _initial_state(self, n_features, n_classes, dtype, keep):
         if keep and getattr(self, "_state", None) is not None:
@@ -533,17 +533,31 @@ def _arrays_digest(arrays):
     return digest.hexdigest()
 
 
-def _stratified_split(X, y_idx, weights, fraction, seed):
-    """Split off a stratified, seeded validation set (scikit-learn's train_test_split)."""
-    indices = np.arange(X.shape[0])
+def stratified_split_indices(y_idx, fraction, seed):
+    """Sorted (train, validation) row indices: a stratified, seeded split of ``y_idx``.
+
+    scikit-learn's ``train_test_split``; sorting keeps each part in the data's own order, so
+    the epoch shuffles of a given seed are the same whoever splits.
+    """
     try:
-        train_idx, val_idx = train_test_split(indices, test_size=fraction, stratify=y_idx,
-                                              random_state=seed)
+        train_idx, val_idx = train_test_split(np.arange(len(y_idx)), test_size=fraction,
+                                              stratify=y_idx, random_state=seed)
     except ValueError as exc:
         raise ValueError(
             f"cannot hold out a stratified validation_fraction={fraction}: {exc}"
         ) from exc
     train_idx.sort()
     val_idx.sort()
+    return train_idx, val_idx
+
+
+def training_seed(random_state):
+    """The int seed of shuffling and initialisation that ``random_state`` stands for."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def _stratified_split(X, y_idx, weights, fraction, seed):
+    """Split off a stratified, seeded validation set, with its weights."""
+    train_idx, val_idx = stratified_split_indices(y_idx, fraction, seed)
     w = None if weights is None else weights[train_idx]
     return X[train_idx], X[val_idx], y_idx[train_idx], y_idx[val_idx], w

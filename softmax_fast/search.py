@@ -41,6 +41,7 @@ import numpy as np
 
 from softmax_fast._trainer import SGDConfig, TrainState, _scheduled_learning_rate, evaluate
 from softmax_fast.backends import available_backends, get_backend, resolve_n_threads
+from softmax_fast.estimator import SoftmaxRegression, stratified_split_indices, training_seed
 from softmax_fast.kernels.reference import epoch_order
 
 __all__ = ["grid_search", "GridSearchResult", "SEARCHABLE_PARAMS", "METRIC_KEYS"]
@@ -239,7 +240,7 @@ def grid_search(X, y, param_grid, *, X_val=None, y_val=None, validation_fraction
             raise ValueError("X_test and y_test must have the same, non-zero number of rows")
 
     search_id = _search_id(X_tr, y_tr, X_va, y_va, classes, seed_source, input_scale)
-    seed = _training_seed(seed_source)
+    seed = training_seed(seed_source)
     header = list(CORE_PARAMS) + [k for k in grid_keys if k not in CORE_PARAMS] + \
         list(METRIC_KEYS)
     rows = [None] * len(configs)
@@ -355,27 +356,10 @@ def _resolve_random_state(random_state):
     raise TypeError(f"random_state must be an int, RandomState or None, got {random_state!r}")
 
 
-def _training_seed(random_state):
-    """The training seed ``SoftmaxRegression(random_state=random_state)`` uses."""
-    from sklearn.utils.validation import check_random_state
-
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
-
-
 def _split(X, y_idx, fraction, random_state):
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {fraction!r}")
-    indices = np.arange(X.shape[0])
-    try:
-        tr, va = train_test_split(indices, test_size=fraction, stratify=y_idx,
-                                  random_state=random_state)
-    except ValueError as exc:
-        raise ValueError(f"cannot hold out a stratified validation_fraction={fraction}: "
-                         f"{exc}") from exc
-    tr.sort()
-    va.sort()
+    tr, va = stratified_split_indices(y_idx, fraction, random_state)
     return X[tr], X[va], y_idx[tr], y_idx[va]
 
 
@@ -410,8 +394,6 @@ def _coerce(name, value):
 
 def _expand_grid(param_grid):
     from sklearn.model_selection import ParameterGrid
-
-    from softmax_fast.estimator import SoftmaxRegression
 
     grids = [param_grid] if isinstance(param_grid, dict) else list(param_grid)
     grid_keys = []
@@ -463,8 +445,6 @@ def _best_index(rows, scoring):
 
 def _refit(params, X_tr, y_tr, X_va, y_va, classes, input_scale, random_state, backend,
            n_threads):
-    from softmax_fast.estimator import SoftmaxRegression
-
     if backend == "numba" and "numba" not in available_backends():
         backend = "auto"  # the search's own numba kernel does not need the numba backend
     est = SoftmaxRegression(**_full_params(params), random_state=random_state,
