@@ -7,7 +7,7 @@ figures include interpreter start-up and all imports — what a user waits for.
 Run either way (no asserts; the numbers are reported)::
 
     python benchmarks/bench_cli.py [--runs 7]
-    pytest benchmarks/bench_cli.py --benchmark-only
+    pytest benchmarks/bench_cli.py --benchmark-json=cli.json
 """
 
 import argparse
@@ -18,6 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import pytest
+from harness import rounds
 
 COMMANDS = {
     "help": ["--help"],
@@ -61,12 +64,18 @@ def measure(runs=7):
     return times
 
 
+@pytest.mark.benchmark(group="cli: fresh process")
 def test_cli_help(benchmark):
-    benchmark.pedantic(run_once, args=(COMMANDS["help"],), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(impl="softmax-fast --help", target_seconds=TARGETS["help"])
+    benchmark.pedantic(run_once, args=(COMMANDS["help"],), rounds=rounds(5), warmup_rounds=1)
 
 
+@pytest.mark.benchmark(group="cli: fresh process")
 def test_cli_train_sample(benchmark):
-    benchmark.pedantic(run_once, args=(COMMANDS["train-sample"],), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(impl="softmax-fast train (sample)",
+                                target_seconds=TARGETS["train-sample"])
+    benchmark.pedantic(run_once, args=(COMMANDS["train-sample"],), rounds=rounds(5),
+                       warmup_rounds=1)
 
 
 def main():

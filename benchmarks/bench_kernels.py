@@ -1,26 +1,33 @@
 """Kernel micro-benchmarks: each group compares the float64 reference, plain NumPy float32
-(benchmarks/baselines.py), the Cython and Numba backends, and (softmax-CE groups) a
-``np.copyto`` of the same bytes for the bandwidth comparison.
+(benchmarks/baselines.py, the baseline of report.py's ``x base``), our backends, and
+(softmax-CE groups) a ``np.copyto`` of the same bytes for the bandwidth comparison.
 
-    pytest benchmarks/bench_kernels.py --benchmark-only --benchmark-json=kernels.json
+    pytest benchmarks/bench_kernels.py --benchmark-json=kernels.json
     python benchmarks/report.py kernels.json
 
-The table (medians, speed-ups over the reference and NumPy, % of copy bandwidth) is also
-printed at the end of the pytest run. Backends use all cores (``n_threads`` = CPU count).
+report.py adds the speed-ups over NumPy, the GB/s and the % of the copy of the same bytes
+(``% copy``, often cache-resident) and of the 256 MiB copy of ``machine: copy bandwidth``
+(``% mem``, imported from harness.py). Backends use the benchmarks' thread count (all CPUs).
 """
 
 import numpy as np
 import pytest
 from baselines import numpy_linear_softmax_ce, numpy_softmax_ce
+from harness import (
+    bench_threads,
+    linear_flops,
+    our_backends,
+    size,
+    test_copy_bandwidth,  # noqa: F401  (collected here: this run's memory bandwidth)
+)
 
-from softmax_fast.backends import available_backends, get_backend, resolve_n_threads
+from softmax_fast.backends import get_backend
 
-N_THREADS = resolve_n_threads(None)
-COMPILED = [b for b in ("cython", "numba") if b in available_backends()]
-CE_SHAPES = [(65536, 10), (8192, 1000), (512, 32000)]
-BATCHES = [32, 256, 1024]
+N_THREADS = bench_threads()
+COMPILED = our_backends()
+CE_SHAPES = size([(65536, 10), (8192, 1000), (512, 32000)], [(4096, 10), (64, 1000)])
+BATCHES = size([32, 256, 1024], [32])
 N_FEATURES, N_CLASSES = 784, 10
-LARGE_COPY_BYTES = 256 * 2**20
 
 
 def _rng():
@@ -43,7 +50,9 @@ def test_softmax_ce(benchmark, ce_data, impl):
     n, c = logits.shape
     out = np.empty_like(logits)
     benchmark.group = f"softmax_ce {n}x{c} float32"
-    benchmark.extra_info.update(impl=impl, bytes=2 * logits.nbytes, n_threads=N_THREADS)
+    benchmark.extra_info.update(impl=impl, bytes=2 * logits.nbytes, n_threads=N_THREADS,
+                                role="copy" if impl == "copy" else None,
+                                ours=impl in COMPILED)
     if impl == "copy":
         benchmark(np.copyto, out, logits)
         return
@@ -54,15 +63,6 @@ def test_softmax_ce(benchmark, ce_data, impl):
         kernel(logits, y, None, out, N_THREADS)  # warm-up (JIT cache load, page faults)
         loss = benchmark(kernel, logits, y, None, out, N_THREADS)
     assert np.isfinite(loss)
-
-
-def test_large_copy(benchmark):
-    """np.copyto of 256 MiB: the machine's memory copy bandwidth (bytes read + written)."""
-    src = np.ones(LARGE_COPY_BYTES // 4, np.float32)
-    dst = np.empty_like(src)
-    benchmark.group = "bandwidth"
-    benchmark.extra_info.update(impl="copy-large", bytes=2 * src.nbytes)
-    benchmark.pedantic(np.copyto, (dst, src), rounds=10, warmup_rounds=1)
 
 
 # ------------------------------------------------------------------ linear softmax-CE
@@ -87,7 +87,8 @@ def test_linear_softmax_ce(benchmark, linear_data, xdtype, impl):
         X, x_scale = (X8 / np.float32(255)).astype(np.float32), 1.0
     n = X.shape[0]
     benchmark.group = f"linear_softmax_ce batch {n} X {xdtype} (d={N_FEATURES}, c={N_CLASSES})"
-    benchmark.extra_info.update(impl=impl, n_threads=N_THREADS)
+    benchmark.extra_info.update(impl=impl, n_threads=N_THREADS, ours=impl in COMPILED,
+                                flops=linear_flops(n, N_FEATURES, N_CLASSES))
     if impl == "numpy":
         loss = benchmark(numpy_linear_softmax_ce, X, x_scale, W, b, y, 1e-4)[0]
     else:

@@ -1,38 +1,44 @@
-"""pytest configuration of the benchmarks.
+"""pytest hooks of the benchmarks (collection is configured in ``benchmarks/pytest.ini``).
 
-* ``bench_*.py`` files are collected when the directory is given (``pytest benchmarks``);
-  pyproject's test paths only cover ``tests/``.
-* After a run the kernel groups are summarised by :func:`report.format_table` (medians,
-  speed-ups over the reference and NumPy, % of copy bandwidth).
+* Benchmarks marked ``long`` are skipped unless ``SOFTMAX_FAST_BENCH_LONG=1``.
+* The run's header and the JSON's ``machine_info`` (pytest-benchmark's public hook) say which
+  Cython build, thread count and mode produced the numbers, so that report.py and
+  ``--benchmark-compare`` readers can tell runs apart.
 """
 
-import os
-import sys
-
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))  # baselines.py and report.py
-
-from report import format_table  # noqa: E402
+from harness import LONG, SMOKE, bench_threads, our_backends
 
 
-def pytest_collect_file(parent, file_path):
-    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-            and not parent.session.isinitpath(file_path)):  # given files are collected anyway
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
+def _cython_isa():
+    try:
+        from softmax_fast.kernels import cython_backend
+    except ImportError:
+        return None
+    return cython_backend.ISA
 
 
-def pytest_terminal_summary(terminalreporter, config):
-    session = getattr(config, "_benchmarksession", None)
-    benches = getattr(session, "benchmarks", None)
-    if not benches:
+def _run_info():
+    return {"smoke": SMOKE, "long": LONG, "n_threads": bench_threads(),
+            "backends": our_backends(), "cython_isa": _cython_isa()}
+
+
+def pytest_report_header(config):
+    info = _run_info()
+    mode = "SMOKE (sizes are tiny, timings mean nothing)" if SMOKE else "full"
+    return (f"softmax-fast benchmarks: {mode}; long ones {'on' if LONG else 'skipped'}; "
+            f"{info['n_threads']} thread(s); backends {', '.join(info['backends'])}; "
+            f"cython build {info['cython_isa']}")
+
+
+def pytest_collection_modifyitems(config, items):
+    if LONG:
         return
-    try:  # pytest-benchmark internals: each entry serialises like the JSON file
-        entries = [b.as_dict(include_data=False) for b in benches]
-    except Exception as exc:  # a newer pytest-benchmark: the JSON + report.py still work
-        terminalreporter.write_line(f"(no kernel summary: {exc!r})")
-        return
-    if any(e.get("extra_info", {}).get("impl") for e in entries):
-        terminalreporter.section("kernel summary (benchmarks/report.py)")
-        terminalreporter.write_line(format_table(entries))
+    skip = pytest.mark.skip(reason="long benchmark: set SOFTMAX_FAST_BENCH_LONG=1 to run it")
+    for item in items:
+        if item.get_closest_marker("long") is not None:
+            item.add_marker(skip)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["softmax_fast"] = _run_info()

@@ -5,8 +5,8 @@ This package never imports the public API (``softmax_fast``); the API imports it
 Backends and the low-level contract
 -----------------------------------
 Three modules implement the same functions: ``reference`` (NumPy, float64, the oracle),
-``cython_backend`` (the compiled ``_softmax_ce`` extension) and ``numba_backend`` (JIT,
-cached). Inputs reaching them are already validated by the API layer:
+``cython_backend`` (the compiled ``_softmax_ce`` extension, in the build for the best
+instruction set the CPU runs, see ``_isa``) and ``numba_backend`` (JIT, cached). Inputs reaching them are already validated by the API layer:
 
 * floating arrays are float32 or float64; ``X`` is uint8 or of ``coef``'s dtype;
   2-D inputs are C-contiguous (they may be read-only); ``y`` and ``order`` are ``np.intp``;

@@ -1,4 +1,7 @@
-"""Compilation settings and tiling constants of the Numba backend, defined once.
+"""Compilation settings and tiling constants of every Numba kernel, defined once.
+
+Every ``@njit`` in ``kernels/`` takes its options from here (``JIT``, ``PJIT`` or
+``JIT_STRICT``); ``tests/test_numba_config.py`` checks that no jitted function sets its own.
 
 FASTMATH keeps LLVM free to reassociate and contract (vectorised reductions, FMA) but NOT
 ``nnan``/``ninf``: the numeric policy relies on NaN and infinities propagating into the
@@ -14,6 +17,11 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: options of every compiled function (``parallel`` is added where a kernel has prange)
 JIT = {"fastmath": set(FASTMATH), "error_model": "numpy", "cache": True, "nogil": True}
 PJIT = dict(JIT, parallel=True)
+#: scalar helpers whose order of operations is part of their accuracy (range reductions,
+#: (z - m) - lse): only "contract", and never inlined into a caller that would add its own
+#: reassociation flags (see numba_backend._shifted_minus).
+JIT_STRICT = {"fastmath": {"contract"}, "error_model": "numpy", "cache": True,
+              "inline": "never"}
 
 #: elements (rows x classes) of logits/gradients that one chunk of linear_softmax_ce keeps
 #: in memory: the extra memory is O(CHUNK_ELEMS), whatever n and n_classes are.
@@ -29,3 +37,13 @@ FEATURE_BLOCK = 384
 SOFTMAX_BLOCK_ELEMS = 1 << 14
 #: below this many multiply-adds per call, use one thread (same code, same result)
 MIN_WORK_PER_THREAD = 1 << 16
+#: the BLAS path (_numba_gemm; the same numbers as the Cython one): logits per chunk (the
+#: O(chunk) memory), most rows per chunk, and the fixed tiles of the two products
+GEMM_CHUNK_ELEMS = 1 << 22
+GEMM_MAX_ROWS = 2048
+GEMM_ROW_TILE = 512
+GEMM_CLASS_TILE = 512
+GEMM_FEATURE_TILE = 512
+#: most models one thread of the multi-model epoch trains side by side (one gather of each
+#: minibatch serves them all); the grouping never changes a model's numbers
+MULTI_MODELS_PER_TASK = 8

@@ -87,6 +87,105 @@ static inline void sf_barrier_wait(sf_barrier_t *b, int nthreads, int *local_sen
     }
 }
 
+/* ---------------------------------------------------------------- busy machines
+ * Threads must never lose to one thread when another program keeps a core busy: a partner
+ * thread that the OS deschedules for a time slice (milliseconds) makes every barrier of a
+ * persistent region wait for it. Results never depend on the thread count, so the kernels
+ * may change it freely:
+ * - a team *watches* its barriers (sf_watch_t): when the master thread spends more than
+ *   SF_WAIT_SHARE of a SF_WINDOW-long window waiting, or one wait exceeds SF_LONG_WAIT, the
+ *   team falls back to one thread for the rest of the call, and
+ * - it reports the contention to the *governor*: for the next SF_BACKOFF_MIN seconds (doubled
+ *   on every report in a row, up to SF_BACKOFF_MAX) kernels start on one thread; then they try
+ *   their threads again. An idle machine never triggers it (waits of microseconds). */
+#include <time.h>
+
+#define SF_WINDOW 0.002        /* seconds of barrier history judged at once */
+#define SF_WAIT_SHARE 0.35     /* share of a window the master may spend waiting */
+#define SF_LONG_WAIT 0.002     /* one wait this long is a descheduled partner */
+#define SF_BACKOFF_MIN 0.05
+#define SF_BACKOFF_MAX 8.0
+
+static inline double sf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Process-wide hint (racy by design: a hint, read and written with relaxed atomics), in
+ * nanoseconds of CLOCK_MONOTONIC. */
+static int64_t sf_serial_until_ns = 0;
+static int64_t sf_backoff_ns = (int64_t)(SF_BACKOFF_MIN * 1e9);
+
+static inline int64_t sf_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+}
+
+static inline int sf_governed_threads(int nthreads) {
+    if (nthreads <= 1) return nthreads;
+    return sf_now_ns() < __atomic_load_n(&sf_serial_until_ns, __ATOMIC_RELAXED) ? 1 : nthreads;
+}
+
+static inline void sf_report_contention(void) {
+    int64_t backoff = __atomic_load_n(&sf_backoff_ns, __ATOMIC_RELAXED);
+    const int64_t most = (int64_t)(SF_BACKOFF_MAX * 1e9);
+    __atomic_store_n(&sf_serial_until_ns, sf_now_ns() + backoff, __ATOMIC_RELAXED);
+    __atomic_store_n(&sf_backoff_ns, 2 * backoff < most ? 2 * backoff : most, __ATOMIC_RELAXED);
+}
+
+/* A team that waited for a partner once is a hint, not proof: creating the OpenMP team on a
+ * process's first parallel call, or a hypervisor pausing a vCPU for a millisecond, looks the
+ * same for one loop. Backing off on that ran idle machines at half speed for a while (seen as
+ * 2x slower BLAS-path calls in benchmarks), so an unbalanced loop only counts as contention
+ * when SF_STRIKES loops in a row were unbalanced. A busy core unbalances most loops, so it is
+ * still caught within a few (tests/test_cython_backend.py: oversubscribed runs). */
+#define SF_STRIKES 2
+static int sf_strikes = 0;
+
+static inline void sf_report_parallel_ok(void) {
+    __atomic_store_n(&sf_strikes, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&sf_backoff_ns, (int64_t)(SF_BACKOFF_MIN * 1e9), __ATOMIC_RELAXED);
+}
+
+static inline void sf_report_unbalanced(void) {
+    if (__atomic_add_fetch(&sf_strikes, 1, __ATOMIC_RELAXED) >= SF_STRIKES) {
+        __atomic_store_n(&sf_strikes, 0, __ATOMIC_RELAXED);
+        sf_report_contention();
+    }
+}
+
+/* The master thread's view of its barrier waits in one call. */
+typedef struct {
+    double window_start, waited, t0;
+    int contended;
+} sf_watch_t;
+
+static inline void sf_watch_init(sf_watch_t *w) {
+    w->window_start = sf_now();
+    w->waited = 0.0;
+    w->t0 = 0.0;
+    w->contended = 0;
+}
+
+static inline void sf_watch_before(sf_watch_t *w) { w->t0 = sf_now(); }
+
+/* After a barrier: 1 if the team should fall back to one thread (reported once). */
+static inline int sf_watch_after(sf_watch_t *w) {
+    double now = sf_now(), waited = now - w->t0, elapsed = now - w->window_start;
+    w->waited += waited;
+    if (!w->contended && (waited > SF_LONG_WAIT
+                          || (elapsed > SF_WINDOW && w->waited > SF_WAIT_SHARE * elapsed))) {
+        w->contended = 1;
+        sf_report_contention();
+    } else if (elapsed > SF_WINDOW) {
+        w->window_start = now;
+        w->waited = 0.0;
+    }
+    return w->contended;
+}
+
 #ifdef _OPENMP
 #include <omp.h>
 static inline int sf_omp_num_threads(void) { return omp_get_num_threads(); }

@@ -1,18 +1,20 @@
 """NumPy reference for every kernel: the oracle the fast backends are tested against.
 
 Design: written for clarity, not speed, and computed in float64 whatever the input dtype.
-The first half states the maths of the origin reports as plain functions (``W`` has shape
-(n_features, n_classes), z = xW + b). The second half adapts them to the low-level backend
-contract of :mod:`softmax_fast.kernels` (``coef`` has shape (n_classes, n_features), outputs
-written into caller-allocated arrays), so the reference is also a selectable backend.
+The first half states the maths of the course reports as plain functions. The second half
+adapts them to the low-level contracts of :mod:`softmax_fast.kernels.contract` (outputs
+written into caller-allocated arrays), so the reference is also a selectable backend of every
+family: ``dense``, ``sparse`` (a CSR ``X`` is densified — fine for an oracle) and ``multi``
+(K models trained one after the other). Weights have the one layout of the whole project,
+(n_classes, n_features): z = x W^T + b.
 
 Conventions shared by all backends
 ----------------------------------
 * loss of one row: l_i = log sum_k exp(z_ik - m_i) - (z_iy - m_i), with m_i = max_k z_ik.
 * (weighted) mean loss: L = sum_i w_i l_i / sum_i w_i (w_i = 1 without sample weights).
 * dL/dz_ik = w_i (softmax(z_i)_k - [k == y_i]) / sum_i w_i.
-* linear model: L(W, b) = mean loss of z = X W + b, plus (alpha/2) ||W||^2 (the bias is not
-  regularized); dL/dW = X^T dL/dz + alpha W, dL/db = column sums of dL/dz.
+* linear model: L(W, b) = mean loss of z = X W^T + b, plus (alpha/2) ||W||^2 (the bias is not
+  regularized); dL/dW = (dL/dz)^T X + alpha W, dL/db = column sums of dL/dz.
 """
 
 import numpy as np
@@ -24,13 +26,13 @@ __all__ = [
     "cross_entropy_grad",
     "linear_loss_grad",
     "sgd_epoch_reference",
-    "epoch_order",
     # low-level backend contract
     "softmax",
     "log_softmax",
     "softmax_ce",
     "linear_softmax_ce",
     "sgd_epoch",
+    "multi_sgd_epoch",
 ]
 
 
@@ -86,30 +88,26 @@ def cross_entropy_grad(z, y, sample_weight=None):
 
 
 def linear_loss_grad(X, W, b, y, alpha=0.0, sample_weight=None):
-    """Loss and gradients of the linear softmax model, as in the origin reports.
+    """Loss and gradients of the linear softmax model, as in the course reports.
 
-    Returns ``(loss, dW, db)`` with loss = mean CE(XW + b, y) + (alpha/2)||W||^2,
-    dW = X^T (Y_hat - Y) / n + alpha W and db = mean(Y_hat - Y) (weighted means with
-    ``sample_weight``).
+    ``W`` has shape (n_classes, n_features). Returns ``(loss, dW, db)`` with
+    loss = mean CE(X W^T + b, y) + (alpha/2)||W||^2, dW = (Y_hat - Y)^T X / n + alpha W and
+    db = mean(Y_hat - Y) (weighted means with ``sample_weight``).
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = _dense(X)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    z = X @ W + b
+    z = X @ W.T + b
     dz = cross_entropy_grad(z, y, sample_weight)
     loss = cross_entropy(z, y, sample_weight) + 0.5 * alpha * float(np.sum(W * W))
-    return loss, X.T @ dz + alpha * W, dz.sum(axis=0)
+    return loss, dz.T @ X + alpha * W, dz.sum(axis=0)
 
 
-def epoch_order(n_samples, seed, epoch, shuffle=True):
-    """The sample order of one epoch: a permutation drawn from (seed, epoch), or 0..n-1.
-
-    Every backend is handed this same order, so all of them see the same minibatches.
-    """
-    if not shuffle:
-        return np.arange(n_samples, dtype=np.intp)
-    rng = np.random.default_rng([int(seed), int(epoch)])
-    return rng.permutation(n_samples).astype(np.intp)
+def _dense(X):
+    """``X`` as a float64 ndarray; a scipy sparse matrix is densified (fine for an oracle)."""
+    if hasattr(X, "toarray"):
+        X = X.toarray()
+    return np.asarray(X, dtype=np.float64)
 
 
 def sgd_epoch_reference(
@@ -118,7 +116,7 @@ def sgd_epoch_reference(
 ):
     """One epoch of minibatch SGD over the rows of ``X`` in ``order`` (float64, in place).
 
-    Minibatches are consecutive slices of ``order``; the last, partial batch is kept. Each
+    ``W`` (n_classes, n_features) and ``b`` are updated in place. Minibatches are consecutive slices of ``order``; the last, partial batch is kept. Each
     step uses the gradient g of the batch objective at the current weights:
     plain W <- W - lr g; classical momentum v <- momentum v - lr g, W <- W + v;
     Nesterov (scikit-learn's form) v <- momentum v - lr g, W <- W + momentum v - lr g.
@@ -183,10 +181,10 @@ def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha,
 
     The model sees X * x_scale. Returns the loss including (alpha/2)||coef||^2.
     """
-    Xs = np.asarray(X, dtype=np.float64) * x_scale
+    Xs = _dense(X) * x_scale
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        loss, dW, db = linear_loss_grad(Xs, coef.T, intercept, y, alpha, sample_weight)
-    grad_coef[...] = dW.T
+        loss, dW, db = linear_loss_grad(Xs, coef, intercept, y, alpha, sample_weight)
+    grad_coef[...] = dW
     grad_intercept[...] = db
     return loss
 
@@ -198,10 +196,10 @@ def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coe
     Runs one epoch of :func:`sgd_epoch_reference` and writes the weights back in the
     arrays' own dtype. Returns the epoch's mean data loss.
     """
-    Xs = np.asarray(X, dtype=np.float64) * x_scale
-    W = coef.T.astype(np.float64)
+    Xs = _dense(X) * x_scale
+    W = coef.astype(np.float64)
     b = intercept.astype(np.float64)
-    vW = velocity_coef.T.astype(np.float64) if velocity_coef is not None else None
+    vW = velocity_coef.astype(np.float64) if velocity_coef is not None else None
     vb = velocity_intercept.astype(np.float64) if velocity_intercept is not None else None
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         loss = sgd_epoch_reference(
@@ -209,9 +207,41 @@ def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coe
             momentum=momentum, nesterov=nesterov, velocity_W=vW, velocity_b=vb,
             sample_weight=sample_weight,
         )
-    coef[...] = W.T
+    coef[...] = W
     intercept[...] = b
     if vW is not None:
-        velocity_coef[...] = vW.T
+        velocity_coef[...] = vW
         velocity_intercept[...] = vb
     return loss
+
+
+def multi_sgd_epoch(X, x_scale, y, order, coefs, scales, intercepts, velocity_coefs,
+                    velocity_intercepts, lr, alpha, momentum, nesterov, batch_size,
+                    n_threads=1):
+    """IN X, y, order, lr, alpha, momentum, nesterov (K,); IN/OUT coefs (K, c, d), scales (K,),
+    intercepts (K, c), velocity_* (or None without momentum).
+
+    Each model j (weights ``scales[j] * coefs[j]``) runs one epoch of
+    :func:`sgd_epoch_reference` in float64, alone; its weights are written back with scale 1.
+    Returns the models' mean data losses (K,).
+    """
+    Xs = _dense(X) * x_scale
+    losses = np.empty(coefs.shape[0])
+    for j in range(coefs.shape[0]):
+        W = coefs[j].astype(np.float64) * scales[j]
+        b = intercepts[j].astype(np.float64)
+        uses_momentum = momentum[j] != 0.0
+        vW = velocity_coefs[j].astype(np.float64) if uses_momentum else None
+        vb = velocity_intercepts[j].astype(np.float64) if uses_momentum else None
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            losses[j] = sgd_epoch_reference(
+                Xs, y, W, b, order, lr=float(lr[j]), alpha=float(alpha[j]),
+                batch_size=int(batch_size), momentum=float(momentum[j]),
+                nesterov=bool(nesterov[j]), velocity_W=vW, velocity_b=vb)
+        coefs[j] = W
+        scales[j] = 1.0
+        intercepts[j] = b
+        if uses_momentum:
+            velocity_coefs[j] = vW
+            velocity_intercepts[j] = vb
+    return losses

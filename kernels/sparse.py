@@ -1,7 +1,7 @@
 """Kernels for scipy CSR input (text features and other sparse data), compiled with Numba.
 
-Design: the same low-level contract as the dense backends (``linear_softmax_ce`` and
-``sgd_epoch``, see :mod:`softmax_fast.kernels`), with ``X`` a CSR matrix whose ``data``,
+Design: the ``sparse`` contract (:class:`softmax_fast.kernels.contract.SparseKernels`:
+``linear_softmax_ce`` and ``sgd_epoch``), with ``X`` a CSR matrix whose ``data``,
 ``indices`` and ``indptr`` arrays are passed to the compiled loops. Each row touches only its
 non-zeros: z_i = intercept + x_scale * sum_j x_ij coef[:, j], and the gradient scatters back
 into the same columns, so the matrix is never densified. Loops are serial — sparse rows are
@@ -11,12 +11,13 @@ short and irregular — which also makes results independent of ``n_threads``.
 import numba
 import numpy as np
 
+from ._guard import check_linear, check_sgd
+from ._numba_config import JIT
+
 __all__ = ["linear_softmax_ce", "sgd_epoch"]
 
-_JIT = {"nogil": True, "cache": True}
 
-
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _row_loss_and_dz(data, indices, start, stop, x_scale, coef, intercept, label, z):
     """Fill ``z`` with softmax(z_i) - onehot(label) for one CSR row; return the row's loss."""
     n_classes = coef.shape[0]
@@ -45,7 +46,7 @@ def _row_loss_and_dz(data, indices, start, stop, x_scale, coef, intercept, label
     return loss
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _batch_gradient(data, indices, indptr, rows, x_scale, coef, intercept, y, weights,
                     grad_coef, grad_intercept, z):
     """Accumulate the weighted-mean loss gradient of ``rows`` into the zeroed gradients."""
@@ -69,7 +70,7 @@ def _batch_gradient(data, indices, indptr, rows, x_scale, coef, intercept, y, we
     return loss / total_weight, total_weight
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _linear(data, indices, indptr, x_scale, coef, intercept, y, weights, alpha, grad_coef,
             grad_intercept):
     grad_coef[:] = 0.0
@@ -86,7 +87,7 @@ def _linear(data, indices, indptr, x_scale, coef, intercept, y, weights, alpha, 
     return loss + 0.5 * alpha * penalty
 
 
-@numba.njit(**_JIT)
+@numba.njit(**JIT)
 def _epoch(data, indices, indptr, x_scale, y, weights, order, coef, intercept, velocity_coef,
            velocity_intercept, lr, alpha, momentum, nesterov, batch_size):
     n_classes, n_features = coef.shape
@@ -123,7 +124,6 @@ def _epoch(data, indices, indptr, x_scale, y, weights, order, coef, intercept, v
 
 
 def _csr_parts(X, dtype):
-    X = X.tocsr()
     if not X.has_sorted_indices:
         X = X.sorted_indices()
     return (np.ascontiguousarray(X.data, dtype=dtype),
@@ -138,6 +138,7 @@ def _weights_or_ones(sample_weight, n):
 def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha, grad_coef,
                       grad_intercept, n_threads=1):
     """Contract ``linear_softmax_ce`` for CSR ``X`` (IN X, coef, intercept; OUT grad_*)."""
+    check_linear(X, coef, intercept, y, sample_weight, grad_coef, grad_intercept, dense=False)
     data, indices, indptr = _csr_parts(X, coef.dtype)
     return float(_linear(data, indices, indptr, float(x_scale), coef, intercept, y,
                          _weights_or_ones(sample_weight, X.shape[0]), float(alpha), grad_coef,
@@ -147,6 +148,8 @@ def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha, grad
 def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coef,
               velocity_intercept, lr, alpha, momentum, nesterov, batch_size, n_threads=1):
     """Contract ``sgd_epoch`` for CSR ``X``; updates coef/intercept/velocities in place."""
+    check_sgd(X, y, sample_weight, order, coef, intercept, velocity_coef, velocity_intercept,
+              batch_size, dense=False)
     data, indices, indptr = _csr_parts(X, coef.dtype)
     return float(_epoch(data, indices, indptr, float(x_scale), y,
                         _weights_or_ones(sample_weight, X.shape[0]), order, coef, intercept,

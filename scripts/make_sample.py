@@ -15,6 +15,7 @@ Usage::
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,14 @@ def provenance(n_train, n_test, seed, source):
     )
 
 
+def report_download(done, total, filename):
+    """Download progress on stderr (the ``progress`` callback of ``load_dataset``)."""
+    if sys.stderr.isatty():
+        shown = f"{done / total:4.0%}" if total else f"{done:,} bytes"
+        print(f"\rDownloading {filename}: {shown}", end="\n" if done == total else "",
+              file=sys.stderr, flush=True)
+
+
 def main(argv=None):
     """Parse the command line, draw the sample and write it.
 
@@ -124,7 +133,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     # The metadata records the published checksums, so make sure the source really has them.
-    X_train, y_train, X_test, y_test = load_dataset("fashion-mnist")
+    X_train, y_train, X_test, y_test = load_dataset("fashion-mnist", progress=report_download)
     location, source_label = verify_dataset("fashion-mnist")
     X_train, y_train = stratified_subset(X_train, y_train, args.n_train, args.seed)
     X_test, y_test = stratified_subset(X_test, y_test, args.n_test, args.seed)

@@ -1,6 +1,6 @@
 """Side-by-side benchmark on this machine: our backends vs NumPy, PyTorch and scikit-learn.
 
-Three tasks, each timed as the median of several runs after one warm-up run (which absorbs
+Four tasks, each timed as the median of several runs after one warm-up run (which absorbs
 Numba's JIT compilation and first-touch page faults):
 
 ``kernel``
@@ -8,9 +8,11 @@ Numba's JIT compilation and first-touch page faults):
     (``linear_softmax_ce``; PyTorch: ``F.linear`` + ``F.cross_entropy`` forward and backward).
 ``epoch``
     One epoch of minibatch SGD, batch size 32 (ours: ``sgd_epoch``, one compiled call;
-    PyTorch: ``nn.Linear`` + ``cross_entropy`` + ``optim.SGD`` in a Python loop;
-    scikit-learn: ``SGDClassifier(loss="log_loss")``, one-vs-rest and one sample per step, so
-    not the same algorithm, but what a scikit-learn user would reach for).
+    PyTorch: ``nn.Linear`` + ``cross_entropy`` + ``optim.SGD`` in a Python loop).
+``epoch-ovr``
+    scikit-learn's ``SGDClassifier(loss="log_loss")`` for one epoch: what a scikit-learn user
+    would reach for, but not the same algorithm — one binary model per class (one-vs-rest)
+    and one sample per step — so it is its own row, with no speed-up against our epoch.
 ``lbfgs``
     Full-batch L-BFGS, 20 iterations, 5 with ``quick`` (ours:
     ``SoftmaxRegression(solver="lbfgs")``;
@@ -33,6 +35,8 @@ import warnings
 
 import numpy as np
 
+from softmax_fast._training.sampling import default_input_scale, epoch_order
+
 __all__ = ["format_report", "run_benchmark"]
 
 N_CLASSES = 10
@@ -41,6 +45,8 @@ LEARNING_RATE = 0.01
 ALPHA = 1e-5
 LBFGS_ITERATIONS = 20
 QUICK_LBFGS_ITERATIONS = 5
+#: The tasks, in report order (see the module docstring).
+TASKS = ("kernel", "epoch", "epoch-ovr", "lbfgs")
 
 
 def _median_seconds(func, repeats):
@@ -104,20 +110,18 @@ def _ours_kernel(backend, X, y, n_threads):
     coef = np.zeros((N_CLASSES, d), np.float32)
     intercept = np.zeros(N_CLASSES, np.float32)
     grad_coef, grad_intercept = np.empty_like(coef), np.empty_like(intercept)
-    scale = 1.0 / 255.0
+    scale = default_input_scale(X)
     return lambda: backend.linear_softmax_ce(X, scale, coef, intercept, y, None, ALPHA,
                                              grad_coef, grad_intercept, n_threads)
 
 
 def _ours_epoch(backend, X, y, n_threads):
-    from softmax_fast.kernels.reference import epoch_order
-
     d = X.shape[1]
     coef = np.zeros((N_CLASSES, d), np.float32)
     intercept = np.zeros(N_CLASSES, np.float32)
     velocity_coef, velocity_intercept = np.zeros_like(coef), np.zeros_like(intercept)
     order = epoch_order(X.shape[0], 0, 0, True)
-    return lambda: backend.sgd_epoch(X, 1.0 / 255.0, y, None, order, coef, intercept,
+    return lambda: backend.sgd_epoch(X, default_input_scale(X), y, None, order, coef, intercept,
                                      velocity_coef, velocity_intercept, LEARNING_RATE, ALPHA,
                                      0.0, False, BATCH_SIZE, n_threads)
 
@@ -126,7 +130,7 @@ def _ours_lbfgs(backend_name, X, y, n_threads, iterations):
     from softmax_fast.estimator import SoftmaxRegression
 
     model = SoftmaxRegression(solver="lbfgs", max_iter=iterations, tol=0.0, alpha=ALPHA,
-                              input_scale=1.0 / 255.0, backend=backend_name,
+                              input_scale=default_input_scale(X), backend=backend_name,
                               n_threads=n_threads)
 
     def run():
@@ -176,7 +180,7 @@ def _sklearn_tasks(X, y, n_threads, iterations):
     Xf = X.astype(np.float32) / 255.0
     n = X.shape[0]
 
-    def epoch():
+    def epoch_ovr():
         # alpha is per-sample in sklearn's SGD objective, as here; one pass over the data.
         model = SGDClassifier(loss="log_loss", alpha=ALPHA, learning_rate="constant",
                               eta0=LEARNING_RATE, max_iter=1, tol=None, random_state=0)
@@ -191,7 +195,16 @@ def _sklearn_tasks(X, y, n_threads, iterations):
             warnings.simplefilter("ignore")
             model.fit(Xf, y)
 
-    return {"epoch": epoch, "lbfgs": lbfgs}, f"scikit-learn {sklearn.__version__}"
+    return {"epoch-ovr": epoch_ovr, "lbfgs": lbfgs}, f"scikit-learn {sklearn.__version__}"
+
+
+def _cython_isa():
+    """The build of the Cython kernels ``cython`` runs here ("avx512", ...), None without one."""
+    try:
+        from softmax_fast.kernels import cython_backend
+    except ImportError:
+        return None
+    return cython_backend.ISA
 
 
 def run_benchmark(*, quick=False, backends=None, n_threads=None, repeats=None, progress=None):
@@ -204,8 +217,8 @@ def run_benchmark(*, quick=False, backends=None, n_threads=None, repeats=None, p
         of 60,000 samples (the size of Fashion-MNIST's training set), 5 repeats and 20
         iterations.
     backends : sequence of str, optional
-        Our backends to time (default: every importable one; "reference" is always added,
-        since the ratios are relative to it).
+        Our backends to time (default: every importable one but the opt-in builds
+        ``cython-<isa>``; the oracle is always added, since the ratios are relative to it).
     n_threads : int, optional
         Threads for our kernels and PyTorch (default: all cores).
     repeats : int, optional
@@ -217,25 +230,35 @@ def run_benchmark(*, quick=False, backends=None, n_threads=None, repeats=None, p
     -------
     dict
         ``machine``, ``floor``, ``config``, ``skipped`` (library -> reason) and ``results``: a
-        list of ``{"task", "implementation", "seconds", "vs_reference", "vs_floor"}``.
+        list of ``{"task", "implementation", "seconds", "vs_reference", "vs_floor"}``;
+        ``vs_reference`` is None for a task our oracle does not run (``epoch-ovr``).
     """
-    from softmax_fast.backends import available_backends, get_backend, resolve_n_threads
+    from softmax_fast.backends import (
+        available_backends,
+        get_backend,
+        registered,
+        resolve_n_threads,
+    )
 
     n_threads = resolve_n_threads(n_threads)
     n_samples = 1000 if quick else 60000
     iterations = QUICK_LBFGS_ITERATIONS if quick else LBFGS_ITERATIONS
     repeats = repeats or (3 if quick else 5)
-    names = list(backends) if backends else available_backends()
-    if "reference" not in names:
-        names.append("reference")
+    # by default the backends ``auto`` may pick, not the opt-in ones (cython-avx2, ...)
+    auto_ranked = {info.name for info in registered("dense") if info.auto_rank is not None}
+    names = list(backends) if backends else [n for n in available_backends() if n in auto_ranked]
+    oracle = next(info.name for info in registered("dense") if info.oracle)
+    if oracle not in names:
+        names.append(oracle)
     X, y = _data(n_samples)
     d = X.shape[1]
     floor = measure_floor(quick)
     flops = 4.0 * n_samples * d * N_CLASSES
     bytes_moved = float(X.nbytes + y.nbytes)
     floor_seconds = max(flops / floor["gemm_flops"], bytes_moved / floor["copy_bytes_per_s"])
+    # one-vs-rest: c binary models of d weights make the same 4 n d c FLOPs per pass
     task_floor = {"kernel": floor_seconds, "epoch": floor_seconds,
-                  "lbfgs": iterations * floor_seconds}
+                  "epoch-ovr": floor_seconds, "lbfgs": iterations * floor_seconds}
     floor.update(task_flops=flops, task_bytes=bytes_moved, task_floor_seconds=floor_seconds)
 
     jobs = []  # (task, implementation, callable factory)
@@ -256,20 +279,21 @@ def run_benchmark(*, quick=False, backends=None, n_threads=None, repeats=None, p
             jobs.append((task, label, lambda f=func: f))
 
     results = []
-    for task, label, factory in sorted(jobs, key=lambda job: ("kernel", "epoch", "lbfgs")
-                                       .index(job[0])):
+    for task, label, factory in sorted(jobs, key=lambda job: TASKS.index(job[0])):
         if progress is not None:
             progress(f"{task}: {label}")
         seconds = _median_seconds(factory(), repeats)
         results.append({"task": task, "implementation": label, "seconds": seconds})
     reference = {r["task"]: r["seconds"] for r in results
-                 if r["implementation"] == "softmax-fast reference"}
+                 if r["implementation"] == f"softmax-fast {oracle}"}
     for r in results:
-        r["vs_reference"] = reference[r["task"]] / r["seconds"]
+        r["vs_reference"] = reference[r["task"]] / r["seconds"] if r["task"] in reference \
+            else None
         r["vs_floor"] = r["seconds"] / task_floor[r["task"]]
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "numpy": np.__version__},
+                    "cpus": os.cpu_count(), "numpy": np.__version__,
+                    "cython_isa": _cython_isa()},
         "config": {"n_samples": n_samples, "n_features": d, "n_classes": N_CLASSES,
                    "batch_size": BATCH_SIZE, "n_threads": n_threads, "repeats": repeats,
                    "lbfgs_iterations": iterations, "quick": quick},
@@ -282,6 +306,7 @@ def run_benchmark(*, quick=False, backends=None, n_threads=None, repeats=None, p
 _TASK_TITLES = {
     "kernel": "fused linear+softmax+CE loss and gradient",
     "epoch": f"one SGD epoch, batch {BATCH_SIZE}",
+    "epoch-ovr": "scikit-learn SGDClassifier epoch (one-vs-rest, 1 sample/step)",
     "lbfgs": "L-BFGS, {iterations} iterations",
 }
 
@@ -289,6 +314,7 @@ _TASK_TITLES = {
 def format_report(report):
     """The report of :func:`run_benchmark` as a plain-text table."""
     cfg, floor = report["config"], report["floor"]
+    isa = report["machine"].get("cython_isa")
     lines = [
         f"{cfg['n_samples']} samples x {cfg['n_features']} uint8 features, {cfg['n_classes']} "
         f"classes, {cfg['n_threads']} thread(s), median of {cfg['repeats']} runs",
@@ -296,16 +322,20 @@ def format_report(report):
         f"({floor['gemm_size']}^3), copy {floor['copy_bytes_per_s'] / 1e9:.1f} GB/s; "
         f"a pass needs {floor['task_flops'] / 1e9:.3f} GFLOP and "
         f"{floor['task_bytes'] / 1e6:.1f} MB -> floor {floor['task_floor_seconds'] * 1e3:.2f} ms",
-        "",
-        f"{'task':<44} {'implementation':<26} {'median':>10} {'speedup':>9} {'x floor':>8}",
+        f"cython kernels: {isa} build" if isa else "cython kernels: not available",
     ]
-    for r in report["results"]:
-        title = _TASK_TITLES[r["task"]].format(iterations=cfg["lbfgs_iterations"])
-        lines.append(f"{title:<44} {r['implementation']:<26} "
-                     f"{r['seconds'] * 1e3:8.2f}ms {r['vs_reference']:8.2f}x "
-                     f"{r['vs_floor']:8.1f}")
-    lines.append("speedup: reference time / time (higher is faster); x floor: time / floor "
-                 "(below 1: faster than NumPy's best measured GEMM rate).")
+    titles = [_TASK_TITLES[r["task"]].format(iterations=cfg["lbfgs_iterations"])
+              for r in report["results"]]
+    width = max([len("task"), *map(len, titles)])
+    lines += ["", f"{'task':<{width}} {'implementation':<26} {'median':>10} {'speedup':>9} "
+                  f"{'x floor':>8}"]
+    for title, r in zip(titles, report["results"], strict=True):
+        speedup = "n/a" if r["vs_reference"] is None else f"{r['vs_reference']:.2f}x"
+        lines.append(f"{title:<{width}} {r['implementation']:<26} "
+                     f"{r['seconds'] * 1e3:8.2f}ms {speedup:>9} {r['vs_floor']:8.1f}")
+    lines.append("speedup: reference time / time (higher is faster; n/a: a different "
+                 "algorithm, no reference); x floor: time / floor (below 1: faster than "
+                 "NumPy's best measured GEMM rate).")
     for library, reason in report["skipped"].items():
         lines.append(f"skipped {library}: {reason}")
     return "\n".join(lines)

@@ -7,43 +7,49 @@ with minibatch SGD (``solver="sgd"``, each epoch one compiled call) or full-batc
 ``LogisticRegression`` with C = 1 / (n_samples * alpha)).
 """
 
-import hashlib
-import json
-import os
+import time
 import warnings
-import zipfile
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
+from sklearn.utils._available_if import available_if
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from softmax_fast._io import atomic_output
-from softmax_fast._trainer import (
+from softmax_fast._estimator_params import (
+    PARAMETER_CONSTRAINTS,
+    check_class_weight,
+    resolve_alpha,
+    resolve_dtype,
+    resolve_max_iter,
+    resolve_solver,
+)
+from softmax_fast._training.lbfgs import run_lbfgs
+from softmax_fast._training.newton import run_newton
+from softmax_fast._training.policy import (
     SGDConfig,
     TrainingDivergedError,
-    TrainState,
-    l2_penalty,
-    run_lbfgs,
-    run_sgd,
+    last_epoch_share,
+    still_falling,
 )
-from softmax_fast._validation import as_sample_weight
-from softmax_fast.backends import get_backend, resolve_n_threads
-from softmax_fast.functional import check_alpha, check_x_scale
+from softmax_fast._training.sampling import stratified_split_indices, training_seed
+from softmax_fast._training.scoring import l2_penalty, score
+from softmax_fast._training.sgd import TrainState, run_sgd
+from softmax_fast._validation import as_sample_weight, check_sparse_structure, encode_labels
+from softmax_fast.backends import get_kernels, resolve_backend_name, resolve_n_threads
+from softmax_fast.distributed import is_dask_collection
+from softmax_fast.persistence import ModelFileError, load_model, save_model
 
 __all__ = ["SoftmaxRegression", "TrainingDivergedError", "ModelFileError"]
 
-#: Version of the ``save`` file layout; ``load`` refuses other versions.
-MODEL_FORMAT_VERSION = 1
-_LEARNING_RATES = ("constant", "invscaling", "adaptive", "step")
 
 
-class ModelFileError(ValueError):
-    """A saved model file is missing, truncated, tampered with or of another format version."""
+def _sgd_possible(estimator):
+    """``partial_fit`` exists unless the solver is full-batch (as in ``MLPClassifier``)."""
+    return estimator.solver not in ("lbfgs", "newton-cg")
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -51,10 +57,22 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    solver : {"sgd", "lbfgs"}, default="sgd"
-        Minibatch SGD (fast, approximate) or full-batch L-BFGS (the exact optimum).
-    alpha : float, default=1e-5
-        L2 penalty: the objective adds (alpha / 2) * ||coef_||^2.
+    solver : {"auto", "sgd", "lbfgs", "newton-cg"}, default="auto"
+        Minibatch SGD (fast, approximate) or full-batch L-BFGS (the exact optimum of the same
+        objective as scikit-learn's ``LogisticRegression`` with C = 1 / (n_samples alpha));
+        "newton-cg" reaches the same optimum by trust-region Newton steps with
+        Hessian-vector products (fewer passes over X per digit of accuracy on some
+        problems; see the README's benchmarks).
+        "auto": L-BFGS when X holds at most 2**21 values (samples x features; small data would
+        make too few SGD steps) and no early stopping is asked for, else SGD. ``solver_``
+        tells which ran.
+    alpha : float or "auto", default="auto"
+        L2 penalty: the objective adds (alpha / 2) * ||W||^2 over the weights of every class
+        (``multinomial_coef_``). "auto" makes the objective scikit-learn
+        ``LogisticRegression()``'s default (C = 1): 1 / n, with n the total sample weight
+        (the number of samples without weights), and 2 / n for two classes (scikit-learn's
+        binary model penalises the log-odds row ``coef_`` = twice each class's weights); for
+        ``partial_fit``, n is ``epoch_size`` (or the first chunk's weight).
     batch_size : int, default=32
         Minibatch size for SGD; the last, partial batch of an epoch is kept.
     learning_rate_init : float, default=0.1
@@ -69,10 +87,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     lr_step_size : int, default=2
     lr_gamma : float, default=0.5
     momentum : float, default=0.0
-        Momentum in [0, 1); 0 is plain SGD as in the origin reports.
+        Momentum in [0, 1); 0 is plain SGD as in the course reports.
     nesterovs_momentum : bool, default=False
-    max_iter : int or None, default=None
-        Epochs for SGD (None: 10); iterations for L-BFGS (None: 500).
+    max_iter : int or "auto", default="auto"
+        Epochs for SGD ("auto": 10), iterations for L-BFGS ("auto": 500). None means "auto".
     shuffle : bool, default=True
         Shuffle the samples every epoch (seeded by ``random_state``).
     random_state : int, RandomState or None
@@ -88,7 +106,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     class_weight : dict, "balanced" or None
         Multiplies each sample's weight by its class weight.
     init : {"zeros", "random"}, default="zeros"
-        Start from zero weights (origin reports) or small N(0, 0.01^2) values.
+        Start from zero weights (course reports) or small N(0, 0.01^2) values.
     input_scale : float, default=1.0
         X is multiplied by this inside the kernels. With uint8 images and 1/255 the data stays
         uint8 in memory (a quarter of the bytes of float32) and is never copied.
@@ -96,17 +114,31 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Continue from the previous ``fit``'s weights.
     verbose : bool, default=False
         Print one line per epoch.
-    backend : {"auto", "cython", "numba", "reference"}, default="auto"
+    backend : str, default="auto"
+        A backend of :mod:`softmax_fast.backends` (``backend_names()``) or "auto"; CSR input
+        uses that backend's sparse kernels (or the best sparse ones if it has none).
     n_threads : int or None, default=None
         Threads for the kernels (None: all cores). The trained model does not depend on it.
-    dtype : {"float32", "float64"}, default="float32"
-        Working precision of the weights and kernels (L-BFGS always works in float64).
+    dtype : {"auto", "float32", "float64"}, default="auto"
+        Working precision of the weights and kernels; sums are float64 either way. L-BFGS
+        evaluates its objective in it too. "auto": float64 when X holds at most 2**21 values
+        (small data: the tightest optimum costs nothing), else float32 (GEMM speed, half
+        the memory traffic).
 
     Attributes
     ----------
-    coef_ : ndarray of shape (n_classes, n_features)
-    intercept_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (n_classes, n_features), or (1, n_features) for 2 classes
+        As scikit-learn's ``LogisticRegression``: with two classes one row, the log-odds of
+        class 1 (the softmax of two classes depends only on the difference of their rows,
+        which is what ``coef_`` holds), and ``decision_function`` is 1-D.
+    intercept_ : ndarray of shape (n_classes,), or (1,) for 2 classes
+    multinomial_coef_, multinomial_intercept_ : ndarray of shape (n_classes, n_features), (n_classes,)
+        The weights of every class; for two classes the symmetric split -coef_/2, coef_/2.
     classes_ : ndarray of shape (n_classes,)
+    solver_ : str
+        The solver that ran ("sgd" or "lbfgs").
+    alpha_ : float
+        The L2 strength the model was fitted with (``alpha`` resolved).
     n_features_in_ : int
     n_iter_ : int
         Epochs run (SGD, cumulative over ``partial_fit``) or L-BFGS iterations.
@@ -123,13 +155,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Per-epoch records: epoch, train_loss, val_loss, val_accuracy, learning_rate, seconds.
     """
 
-    def __init__(self, *, solver="sgd", alpha=1e-5, batch_size=32, learning_rate_init=0.1,
+    def __init__(self, *, solver="auto", alpha="auto", batch_size=32, learning_rate_init=0.1,
                  learning_rate="step", power_t=0.5, lr_step_size=2, lr_gamma=0.5,
-                 momentum=0.0, nesterovs_momentum=False, max_iter=None, shuffle=True,
+                 momentum=0.0, nesterovs_momentum=False, max_iter="auto", shuffle=True,
                  random_state=None, tol=1e-4, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, init="zeros", input_scale=1.0,
                  warm_start=False, verbose=False, backend="auto", n_threads=None,
-                 dtype="float32"):
+                 dtype="auto"):
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
@@ -156,59 +188,47 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.n_threads = n_threads
         self.dtype = dtype
 
+    _parameter_constraints: dict = dict(PARAMETER_CONSTRAINTS)
+
     # ------------------------------------------------------------------ validation
-    def _working_dtype(self):
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            dtype = None
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        return dtype
+    def _working_dtype(self, n_values):
+        """The working dtype on data of ``n_values`` values ("auto": float64 when small)."""
+        return resolve_dtype(self.dtype, n_values)
 
     def _check_params(self):
-        if self.solver not in ("sgd", "lbfgs"):
-            raise ValueError(f"solver must be 'sgd' or 'lbfgs', got {self.solver!r}")
-        if self.learning_rate not in _LEARNING_RATES:
-            raise ValueError(
-                f"learning_rate must be one of {_LEARNING_RATES}, got {self.learning_rate!r}"
-            )
-        for name in ("batch_size", "n_iter_no_change", "lr_step_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_iter is not None and (
-            isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer))
-            or self.max_iter < 1
-        ):
-            raise ValueError(f"max_iter must be a positive integer or None, got {self.max_iter!r}")
-        if not (float(self.learning_rate_init) > 0 and np.isfinite(self.learning_rate_init)):
-            raise ValueError(f"learning_rate_init must be > 0, got {self.learning_rate_init!r}")
-        if not 0.0 <= float(self.momentum) < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not 0.0 < float(self.validation_fraction) < 1.0:
-            raise ValueError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
-            )
-        if self.tol < 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
-        if self.init not in ("zeros", "random"):
-            raise ValueError(f"init must be 'zeros' or 'random', got {self.init!r}")
-        check_alpha(self.alpha)
-        check_x_scale(self.input_scale)
-        resolve_n_threads(self.n_threads)
-        return self._working_dtype()
+        """Validate every parameter (scikit-learn's ``_parameter_constraints``)."""
+        self._validate_params()
+        resolve_backend_name(self.backend, "dense")  # unknown or unavailable: a clear error
+        check_class_weight(self.class_weight)
+        resolve_dtype(self.dtype, 0)
 
-    def _validate_X(self, X, *, reset, y=None):
-        dtype = self._working_dtype()
-        accepted = [dtype, np.uint8]
+    def _validate_X(self, X, *, reset, y=None, finite=True):
+        """X (and y) checked by scikit-learn's ``validate_data``, X as the kernels read it.
+
+        Training (``reset`` or a warm start) accepts float32, float64 and uint8 as they are and
+        then converts floats to the working dtype; a fitted model reads X in its own dtype.
+        ``finite=False`` skips the NaN/inf scan of dense X — a full pass over the data, about
+        12 ms on Fashion-MNIST in float32 — for ``fit``: the first epoch reads every value
+        anyway, and a non-finite result is then traced back to X (:meth:`_train`).
+        """
+        fitted = hasattr(self, "coef_") and not reset and y is None
+        accepted = [self.coef_.dtype, np.uint8] if fitted \
+            else [np.float32, np.float64, np.uint8]
+        if sp.issparse(X):
+            check_sparse_structure(X)  # before scipy/scikit-learn convert it
+            finite = True  # only the stored values: cheap
+        kwargs = dict(reset=reset, accept_sparse="csr", dtype=accepted, order="C",
+                      ensure_all_finite=finite)
         if y is None:
-            X = validate_data(self, X, reset=reset, accept_sparse="csr", dtype=accepted,
-                              order="C", ensure_all_finite=True)
-            return X, None
-        X, y = validate_data(self, X, y, reset=reset, accept_sparse="csr", dtype=accepted,
-                             order="C", ensure_all_finite=True)
+            return validate_data(self, X, **kwargs), None
+        X, y = validate_data(self, X, y, **kwargs)
+        if y is not None and np.ndim(y) != 1:
+            raise ValueError(f"y should be a 1d array of class labels, got shape {np.shape(y)}")
         return X, y
+
+    def _as_working(self, X, dtype):
+        """Floating X in the working dtype (uint8 stays uint8: the kernels scale it)."""
+        return X if X.dtype in (np.uint8, dtype) else X.astype(dtype)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, sample_weight=None, *, eval_set=None, on_epoch=None):
@@ -225,44 +245,90 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             Validation data evaluated after every SGD epoch (``history_``,
             ``validation_scores_``); with ``early_stopping`` it replaces the held-out fraction.
         on_epoch : callable, optional
-            Called with each epoch's history record (for progress display).
+            Called with each epoch's history record (for progress display); with L-BFGS or
+            Newton-CG after every iteration, with its ``epoch`` (iteration), ``train_loss``
+            and ``seconds``.
 
         Returns
         -------
         self
         """
-        dtype = self._check_params()
-        X, y = self._validate_X(X, reset=True, y=y)
-        classes, y_idx = self._encode_labels(y, reset=not (self.warm_start and
-                                                              hasattr(self, "coef_")))
+        self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
+        if is_dask_collection(X):  # rows on a cluster: L-BFGS evaluated where they live
+            from softmax_fast.distributed import fit as fit_on_cluster
+
+            return fit_on_cluster(self, X, y, sample_weight, eval_set=eval_set)
+        keep = bool(self.warm_start) and hasattr(self, "coef_")
+        # warm start: X must have the fitted model's features (scikit-learn's check)
+        X, y = self._validate_X(X, reset=not keep, y=y, finite=False)
+        dtype = self._working_dtype(X.shape[0] * X.shape[1])
+        X = self._as_working(X, dtype)
+        classes, y_idx = self._encode_labels(y, reset=not keep)
         weights = self._combined_weights(y, sample_weight, X.shape[0])
-        state = self._initial_state(X.shape[1], len(classes), dtype,
-                                    keep=self.warm_start and hasattr(self, "coef_"))
+        self.alpha_ = resolve_alpha(self.alpha, _weight_total(weights, X.shape[0]),
+                                    len(classes))
+        validation = None if eval_set is None else self._validate_eval_set(eval_set, classes)
+        state = self._initial_state(X.shape[1], len(classes), dtype, keep=keep)
+        state.policy.epoch_size = X.shape[0]
         self.classes_ = classes
-        validation = None
-        if eval_set is not None:
-            X_val, y_val = eval_set
-            X_val, _ = self._validate_X(X_val, reset=False)
-            y_val = np.asarray(y_val)
-            unknown = np.setdiff1d(np.unique(y_val), classes)
-            if unknown.size:
-                raise ValueError(f"eval_set labels not seen in y: {unknown[:5].tolist()}")
-            validation = (X_val, np.searchsorted(classes, y_val).astype(np.intp))
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(state, X, y_idx, weights)
+        self.solver_ = resolve_solver(self.solver, X.shape[0], X.shape[1], self.early_stopping)
+        max_iter = resolve_max_iter(self.max_iter, self.solver_)
+        if self.solver_ in ("lbfgs", "newton-cg"):
+            self._train(state, X, self._fit_lbfgs, state, X, y_idx, weights, max_iter,
+                        on_epoch=on_epoch)
         else:
-            self._fit_sgd(state, X, y_idx, weights, epochs=self.max_iter or 10,
-                          allow_validation=True, validation=validation, on_epoch=on_epoch)
+            self._train(state, X, self._fit_sgd, state, X, y_idx, weights, epochs=max_iter,
+                        allow_validation=True, validation=validation, on_epoch=on_epoch)
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def _train(self, state, X, run, *args, **kwargs):
+        """``run(*args, **kwargs)``, tracing a divergence back to non-finite X if that is it.
+
+        The weights a warm start continues from are restored when training fails, so a bad
+        call leaves the model as it was.
+        """
+        saved = (state.coef.copy(), state.intercept.copy()) \
+            if getattr(self, "_state", None) is state else None
+        try:
+            run(*args, **kwargs)
+        except TrainingDivergedError:
+            if saved is not None:
+                state.coef[...], state.intercept[...] = saved
+            if not sp.issparse(X) and X.dtype.kind == "f" and not np.isfinite(X).all():
+                raise ValueError("Input X contains NaN or infinity") from None
+            raise
+
+    @available_if(_sgd_possible)
+    def partial_fit(self, X, y, classes=None, sample_weight=None, *, epoch_size=None):
         """Run one SGD epoch over ``(X, y)``, continuing from the current weights.
 
-        ``classes`` (all labels that will ever appear) is required on the first call.
+        Parameters
+        ----------
+        X, y, sample_weight : as in :meth:`fit` (one chunk of the data).
+        classes : array-like, optional
+            Every label that will ever appear; required on the first call, and if given
+            later it must be the same.
+        epoch_size : int, optional
+            Samples in one pass over the whole data set (the sum of the chunks' sizes). The
+            schedules count by samples seen (``t_``): "invscaling" always; "step" lowers the
+            rate every ``lr_step_size`` passes of ``epoch_size`` samples — without it, calls
+            alone do not tell when a pass is over and "step" keeps the initial rate.
+
+        Returns
+        -------
+        self
         """
-        dtype = self._check_params()
-        if self.solver != "sgd":
-            raise ValueError("partial_fit requires solver='sgd'")
+        self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
+        if epoch_size is not None and (isinstance(epoch_size, bool)
+                                       or not isinstance(epoch_size, Integral)
+                                       or epoch_size < 1):
+            raise ValueError(f"epoch_size must be a positive integer, got {epoch_size!r}")
         if self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "coef_")
@@ -272,20 +338,27 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             self.classes_ = np.unique(np.asarray(classes))
             if len(self.classes_) < 2:
                 raise ValueError("classes must hold at least 2 distinct labels")
-        X, y = self._validate_X(X, reset=first, y=y)
-        check_classification_targets(y)
-        unseen = np.setdiff1d(np.unique(y), self.classes_)
-        if unseen.size:
-            raise ValueError(f"y contains labels not in classes: {unseen[:5].tolist()}")
-        y_idx = np.searchsorted(self.classes_, y).astype(np.intp)
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
+                                                         self.classes_):
+            raise ValueError(f"classes={np.asarray(classes).tolist()} is not the same as on "
+                             f"the first call to partial_fit ({self.classes_.tolist()})")
+        X, y = self._validate_X(X, reset=first, y=y, finite=False)
+        dtype = self.coef_.dtype if not first else self._working_dtype(X.shape[0] * X.shape[1])
+        X = self._as_working(X, dtype)
+        y_idx = self._encode_known(y, "y")
         weights = self._combined_weights(y, sample_weight, X.shape[0])
+        if first or not hasattr(self, "alpha_"):
+            self.alpha_ = resolve_alpha(self.alpha, epoch_size or _weight_total(
+                weights, X.shape[0]), len(self.classes_))
         state = self._initial_state(X.shape[1], len(self.classes_), dtype, keep=not first)
-        self._fit_sgd(state, X, y_idx, weights, epochs=1, allow_validation=False)
+        state.policy.epoch_size = epoch_size
+        self.solver_ = "sgd"
+        self._train(state, X, self._fit_sgd, state, X, y_idx, weights, epochs=1,
+                    allow_validation=False)
         return self
 
     def _encode_labels(self, y, reset):
-        check_classification_targets(y)
-        classes, y_idx = np.unique(y, return_inverse=True)
+        classes, y_idx = encode_labels(y)
         if len(classes) < 2:
             raise ValueError(
                 "SoftmaxRegression needs samples of at least 2 classes in the data, but the "
@@ -310,25 +383,27 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return training_seed(self.random_state)
 
     def _initial_state(self, n_features, n_classes, dtype, keep):
+        config = self._sgd_config()
         if keep and getattr(self, "_state", None) is not None:
             state = self._state
             if state.coef.dtype != dtype:
-                for name in ("coef", "intercept", "velocity_coef", "velocity_intercept"):
-                    setattr(state, name, getattr(state, name).astype(dtype))
+                state.astype(dtype)
+            state.policy.start_run(config)
             return state
         if keep:  # loaded from a file: rebuild the training state around the saved weights
-            state = TrainState.zeros(n_classes, n_features, dtype, self._seed())
-            state.coef[...] = self.coef_
-            state.intercept[...] = self.intercept_
+            state = TrainState.zeros(n_classes, n_features, dtype, self._seed(), config)
+            state.coef[...] = self.multinomial_coef_
+            state.intercept[...] = self.multinomial_intercept_
             return state
-        return TrainState.zeros(n_classes, n_features, dtype, self._seed(), init=self.init)
+        return TrainState.zeros(n_classes, n_features, dtype, self._seed(), config,
+                                init=self.init)
 
     def _sgd_config(self):
         return SGDConfig(
             batch_size=int(self.batch_size), learning_rate_init=float(self.learning_rate_init),
             learning_rate=self.learning_rate, power_t=float(self.power_t),
             lr_step_size=int(self.lr_step_size), lr_gamma=float(self.lr_gamma),
-            alpha=float(self.alpha), momentum=float(self.momentum),
+            alpha=self.alpha_, momentum=float(self.momentum),
             nesterovs_momentum=bool(self.nesterovs_momentum), shuffle=bool(self.shuffle),
             tol=float(self.tol), n_iter_no_change=int(self.n_iter_no_change),
             early_stopping=bool(self.early_stopping),
@@ -343,9 +418,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 X, y_idx, weights, self.validation_fraction, state.seed
             )
             validation = (X_val, y_val)
-        cfg = self._sgd_config()
         start = len(state.history)
-        stop = run_sgd(backend, state, cfg, X, float(self.input_scale), y_idx, weights,
+        stop = run_sgd(backend, state, X, float(self.input_scale), y_idx, weights,
                        n_threads, epochs=epochs, validation=validation, verbose=self.verbose,
                        on_epoch=on_epoch)
         self._publish(state)
@@ -360,18 +434,28 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             self.validation_loss_curve_ = None
             self.best_loss_ = min(self.loss_curve_)
         self.stop_reason_ = stop
-        if stop == "max_iter" and allow_validation and self.verbose:
+        if stop == "max_iter" and allow_validation and still_falling(self.loss_curve_,
+                                                                      self.tol):
             warnings.warn(
-                f"SGD ran max_iter={epochs} epochs without meeting the tol={self.tol} "
-                "stopping rule; raise max_iter for a tighter optimum",
-                ConvergenceWarning, stacklevel=3,
-            )
+                f"SGD stopped at max_iter={epochs} epochs while the training loss was still "
+                f"falling ({last_epoch_share(self.loss_curve_):.0%} of its drop came in the last "
+                "epoch); "
+                "raise max_iter, or use solver='lbfgs' for the exact optimum",
+                ConvergenceWarning, stacklevel=3)
 
-    def _fit_lbfgs(self, state, X, y_idx, weights):
-        backend = _kernels_for(X, self.backend)
-        nit, converged = run_lbfgs(
-            backend, state, X, float(self.input_scale), y_idx, weights, float(self.alpha),
-            resolve_n_threads(self.n_threads), max_iter=self.max_iter or 500, tol=self.tol,
+    def _fit_lbfgs(self, state, X, y_idx, weights, max_iter, kernels=None, on_epoch=None):
+        """The full-batch solvers: L-BFGS, or trust-region Newton-CG (``solver="newton-cg"``).
+
+        ``kernels`` replaces the backend's (the cluster's blockwise objective, see
+        :mod:`softmax_fast.distributed`). ``on_epoch`` is called after every iteration with
+        ``{"epoch": iteration, "train_loss": objective, "seconds": since the start}``.
+        """
+        backend = _kernels_for(X, self.backend) if kernels is None else kernels
+        run = run_newton if self.solver_ == "newton-cg" else run_lbfgs
+        nit, converged = run(
+            backend, state, X, float(self.input_scale), y_idx, weights, self.alpha_,
+            resolve_n_threads(self.n_threads), max_iter=max_iter, tol=self.tol,
+            callback=_iteration_reporter(on_epoch),
         )
         self._publish(state)
         self.n_iter_ = nit
@@ -381,58 +465,134 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.validation_loss_curve_ = None
         self.stop_reason_ = "converged" if converged else "max_iter"
         if not converged:
-            warnings.warn(f"L-BFGS did not converge in {nit} iterations; raise max_iter",
+            name = "Newton-CG" if self.solver_ == "newton-cg" else "L-BFGS"
+            warnings.warn(f"{name} did not converge in {nit} iterations; raise max_iter",
                           ConvergenceWarning, stacklevel=3)
 
     def _publish(self, state):
         self._state = state
-        self.coef_ = state.coef
-        self.intercept_ = state.intercept
-        self.n_iter_ = state.epochs_done
-        self.t_ = state.samples_seen
+        if state.coef.shape[0] == 2:
+            # scikit-learn's binary layout: one row, the log-odds of class 1 (the softmax of
+            # two classes depends only on the difference of their rows)
+            self.coef_ = (state.coef[1] - state.coef[0])[None, :]
+            self.intercept_ = state.intercept[1:] - state.intercept[:1]
+        else:
+            self.coef_ = state.coef
+            self.intercept_ = state.intercept
+        self.n_iter_ = state.policy.epochs_done
+        self.t_ = state.policy.samples_seen
         self.history_ = state.history
 
     # ------------------------------------------------------------------ prediction
-    def decision_function(self, X):
-        """Scores z = input_scale * X @ coef_.T + intercept_, shape (n_samples, n_classes)."""
+    @property
+    def multinomial_coef_(self):
+        """Weights of every class, (n_classes, n_features); two classes: -coef_/2, coef_/2."""
+        check_is_fitted(self, "coef_")
+        if self.coef_.shape[0] == 1 and len(self.classes_) == 2:
+            half = self.coef_ * self.coef_.dtype.type(0.5)
+            return np.concatenate([-half, half])
+        return self.coef_
+
+    @property
+    def multinomial_intercept_(self):
+        """Intercepts of every class, (n_classes,); two classes: -intercept_/2, intercept_/2."""
+        check_is_fitted(self, "coef_")
+        if self.intercept_.shape[0] == 1 and len(self.classes_) == 2:
+            half = self.intercept_ * self.intercept_.dtype.type(0.5)
+            return np.concatenate([-half, half])
+        return self.intercept_
+
+    def _logits(self, X):
+        """z = input_scale * X @ W.T + b of every class, (n_samples, n_classes)."""
         check_is_fitted(self, "coef_")
         X, _ = self._validate_X(X, reset=False)
-        if sp.issparse(X):
-            z = np.asarray(X @ self.coef_.T, dtype=self.coef_.dtype)
-        else:
-            z = X.astype(self.coef_.dtype, copy=False) @ self.coef_.T
+        coef = self.multinomial_coef_
+        z = np.asarray(X @ coef.T, dtype=coef.dtype) if sp.issparse(X) \
+            else X.astype(coef.dtype, copy=False) @ coef.T
         if self.input_scale != 1.0:
-            z *= self.coef_.dtype.type(self.input_scale)
-        z += self.intercept_
+            z *= coef.dtype.type(self.input_scale)
+        z += self.multinomial_intercept_
+        return z
+
+    def decision_function(self, X):
+        """Confidence scores: z = input_scale * X @ coef_.T + intercept_.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes
+            Two classes: the log-odds of class 1, z_1 - z_0 (positive means class 1), as
+            scikit-learn's ``LogisticRegression``.
+        """
+        z = self._logits(X)
+        if z.shape[1] == 2:
+            return z[:, 1] - z[:, 0]
         return z
 
     def predict_proba(self, X):
         """Class probabilities softmax(z), shape (n_samples, n_classes)."""
         from softmax_fast.functional import softmax
 
-        z = self.decision_function(X)
+        if is_dask_collection(X):  # a lazy Dask array, block by block
+            from softmax_fast.distributed import predict_blocks
+
+            return predict_blocks(self, X, "predict_proba")
+        z = self._logits(X)
         return softmax(z, backend=self.backend, n_threads=self.n_threads, out=z)
 
     def predict_log_proba(self, X):
         """Log class probabilities (z - max) - log sum exp(z - max)."""
         from softmax_fast.functional import log_softmax
 
-        z = self.decision_function(X)
+        z = self._logits(X)
         return log_softmax(z, backend=self.backend, n_threads=self.n_threads, out=z)
 
     def predict(self, X):
-        """Most probable class label of each sample."""
-        check_is_fitted(self, "coef_")
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        """Most probable class label of each sample (ties: the first class)."""
+        if is_dask_collection(X):  # a lazy Dask array, block by block
+            from softmax_fast.distributed import predict_blocks
+
+            return predict_blocks(self, X, "predict")
+        best = np.argmax(self._logits(X), axis=1)
+        return self.classes_[best]
 
     def objective(self, X, y, sample_weight=None):
         """The training objective at the current weights: mean CE + (alpha/2)||coef_||^2."""
         check_is_fitted(self, "coef_")
-        log_p = self.predict_log_proba(X)
-        y_idx = np.searchsorted(self.classes_, np.asarray(y))
-        per_row = -log_p[np.arange(len(y_idx)), y_idx].astype(np.float64)
-        w = np.ones(len(y_idx)) if sample_weight is None else np.asarray(sample_weight, float)
-        return float(per_row @ w / w.sum()) + l2_penalty(self.coef_, float(self.alpha))
+        X, y = self._validate_X(X, reset=False, y=y)
+        y_idx = self._encode_known(y, "y")
+        weights = as_sample_weight(sample_weight, X.shape[0])
+        coef = self.multinomial_coef_
+        loss, _ = score(coef, self.multinomial_intercept_, X, float(self.input_scale), y_idx,
+                        weights)
+        # alpha_ of a fitted model; weights set by hand: the parameter ("auto": 1 / len(X))
+        alpha = getattr(self, "alpha_", None)
+        alpha = resolve_alpha(self.alpha, X.shape[0], len(self.classes_)) if alpha is None \
+            else alpha
+        return loss + l2_penalty(coef, alpha)
+
+    def _validate_eval_set(self, eval_set, classes):
+        """(X_val, class indices of y_val) from ``eval_set``, checked like ``score``'s input."""
+        if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
+            raise ValueError("eval_set must be a pair (X_val, y_val)")
+        X_val = self._validate_X(eval_set[0], reset=False)[0]
+        y_val = np.asarray(eval_set[1])
+        if y_val.ndim != 1 or y_val.shape[0] != X_val.shape[0]:
+            raise ValueError(f"eval_set: y_val must be 1-D with {X_val.shape[0]} labels, got "
+                             f"shape {y_val.shape}")
+        return X_val, self._encode_known(y_val, "eval_set", classes)
+
+    def _encode_known(self, y, name, classes=None):
+        """Class indices of labels ``y``, all of which must be in ``classes`` (``classes_``)."""
+        classes = self.classes_ if classes is None else classes
+        y = np.asarray(y)
+        found, y_idx = encode_labels(y)
+        known = np.isin(found, classes)
+        if not known.all():
+            shown = ", ".join(map(repr, classes[:10].tolist())) + (", ..." if len(classes) > 10
+                                                                   else "")
+            raise ValueError(f"{name} contains labels not in classes [{shown}]: "
+                             f"{found[~known][:5].tolist()}")
+        return np.searchsorted(classes, found)[y_idx].astype(np.intp)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -440,120 +600,44 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
+    def save(self, path, *, metadata=None):
         """Write the fitted model to ``path`` (.npz of arrays + JSON metadata), atomically.
 
-        The file holds no pickles: it is read back with ``allow_pickle=False``, and a checksum
-        of the arrays detects truncation or tampering.
+        The file holds no pickles, and one checksum covers every array and metadata field, so
+        truncation or tampering is detected on :meth:`load` (see
+        :mod:`softmax_fast.persistence`). ``metadata`` (a JSON-serialisable dict, e.g. where
+        the training data came from) is stored and comes back as ``file_metadata_``.
         """
         check_is_fitted(self, "coef_")
-        classes = np.asarray(self.classes_)
-        if classes.dtype == object:
-            classes = classes.astype(str)
-        arrays = {"coef": np.ascontiguousarray(self.coef_),
-                  "intercept": np.ascontiguousarray(self.intercept_), "classes": classes}
-        params = {k: v for k, v in self.get_params().items()
-                  if isinstance(v, (str, int, float, bool, type(None)))}
-        meta = {
-            "format": "softmax-fast-model",
-            "format_version": MODEL_FORMAT_VERSION,
-            "params": params,
-            "n_features_in": int(self.n_features_in_),
-            "n_iter": int(self.n_iter_),
-            "loss_curve": [float(v) for v in getattr(self, "loss_curve_", [])],
-            "sha256": _arrays_digest(arrays),
-        }
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names_in"] = np.asarray(self.feature_names_in_, dtype=str)
-        arrays["meta"] = np.array(json.dumps(meta))
-        path = os.fspath(path)
-        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        return path
+        return save_model(self, path, metadata)
 
     @classmethod
     def load(cls, path):
         """Read a model written by :meth:`save`; raises :class:`ModelFileError` if it is bad."""
-        path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-            raise ModelFileError(f"{path}: not a readable softmax-fast model file ({exc})") from exc
-        try:
-            meta = json.loads(str(arrays.pop("meta")))
-        except (KeyError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path}: the model metadata is missing or corrupt") from exc
-        if meta.get("format") != "softmax-fast-model":
-            raise ModelFileError(f"{path}: not a softmax-fast model file")
-        if meta.get("format_version") != MODEL_FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path}: model format version {meta.get('format_version')} is not supported "
-                f"(this softmax-fast reads version {MODEL_FORMAT_VERSION})"
-            )
-        feature_names = arrays.pop("feature_names_in", None)
-        missing = {"coef", "intercept", "classes"} - set(arrays)
-        if missing:
-            raise ModelFileError(f"{path}: missing arrays {sorted(missing)}")
-        if _arrays_digest(arrays) != meta.get("sha256"):
-            raise ModelFileError(f"{path}: checksum mismatch: the file was modified or damaged")
-        model = cls(**meta["params"])
-        model.coef_ = arrays["coef"]
-        model.intercept_ = arrays["intercept"]
-        model.classes_ = arrays["classes"]
-        model.n_features_in_ = int(meta["n_features_in"])
-        model.n_iter_ = int(meta["n_iter"])
-        model.loss_curve_ = list(meta.get("loss_curve", []))
-        if feature_names is not None:
-            model.feature_names_in_ = feature_names.astype(object)
-        if model.coef_.shape != (len(model.classes_), model.n_features_in_):
-            raise ModelFileError(f"{path}: coef has shape {model.coef_.shape}, inconsistent")
-        return model
+        return load_model(cls, path)
+
+
+def _iteration_reporter(on_epoch):
+    """The solvers' ``callback(iteration, loss)`` as ``on_epoch`` records (None: none)."""
+    if on_epoch is None:
+        return None
+    tic = time.perf_counter()
+
+    def report(iteration, loss):
+        on_epoch({"epoch": iteration, "train_loss": loss,
+                  "seconds": time.perf_counter() - tic})
+
+    return report
+
+
+def _weight_total(weights, n_samples):
+    """Total sample weight (n without weights): the n of alpha="auto", as scikit-learn's."""
+    return float(n_samples) if weights is None else float(weights.sum())
 
 
 def _kernels_for(X, backend):
-    """The kernel module for ``X``: the CSR kernels for sparse input, else the chosen backend."""
-    if sp.issparse(X):
-        from softmax_fast.kernels import sparse
-
-        return sparse
-    return get_backend(backend)
-
-
-def _arrays_digest(arrays):
-    digest = hashlib.sha256()
-    for name in ("coef", "intercept", "classes"):
-        arr = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
-
-
-def stratified_split_indices(y_idx, fraction, seed):
-    """Sorted (train, validation) row indices: a stratified, seeded split of ``y_idx``.
-
-    scikit-learn's ``train_test_split``; sorting keeps each part in the data's own order, so
-    the epoch shuffles of a given seed are the same whoever splits.
-    """
-    try:
-        train_idx, val_idx = train_test_split(np.arange(len(y_idx)), test_size=fraction,
-                                              stratify=y_idx, random_state=seed)
-    except ValueError as exc:
-        raise ValueError(
-            f"cannot hold out a stratified validation_fraction={fraction}: {exc}"
-        ) from exc
-    train_idx.sort()
-    val_idx.sort()
-    return train_idx, val_idx
-
-
-def training_seed(random_state):
-    """The int seed of shuffling and initialisation that ``random_state`` stands for."""
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+    """The kernel module for ``X``: the chosen backend's sparse or dense family."""
+    return get_kernels(backend, "sparse" if sp.issparse(X) else "dense")
 
 
 def _stratified_split(X, y_idx, weights, fraction, seed):

@@ -15,15 +15,17 @@ classes (probability 0, gradient exactly 0).
 import math
 
 import numpy as np
+import scipy.sparse as sp
 
 from softmax_fast._validation import (
     as_float_matrix,
     as_labels,
     as_sample_weight,
     check_out,
+    check_sparse_structure,
     diagnose_logits,
 )
-from softmax_fast.backends import get_backend, resolve_n_threads
+from softmax_fast.backends import get_backend, get_kernels, resolve_n_threads
 
 __all__ = ["softmax", "log_softmax", "softmax_cross_entropy", "linear_softmax_cross_entropy"]
 
@@ -50,7 +52,8 @@ def softmax(logits, *, backend="auto", n_threads=None, out=None):
     ----------
     logits : array-like of shape (n_samples, n_classes)
         float32 stays float32; other dtypes are computed in float64.
-    backend : {"auto", "cython", "numba", "reference"}
+    backend : str
+        "auto" or a backend name of :mod:`softmax_fast.backends`.
     n_threads : int, optional
         Threads to use (default: all cores). The result does not depend on it.
     out : ndarray, optional
@@ -81,7 +84,8 @@ def softmax_cross_entropy(logits, y, *, sample_weight=None, backend="auto", n_th
         True class index of each row, in [0, n_classes). Any integer dtype.
     sample_weight : array-like of shape (n_samples,), optional
         Non-negative weights; the loss is then the weighted mean sum(w l) / sum(w).
-    backend : {"auto", "cython", "numba", "reference"}
+    backend : str
+        "auto" or a backend name of :mod:`softmax_fast.backends`.
     n_threads : int, optional
         Threads to use (default: all cores). Results are bitwise identical for any value.
     out : ndarray, optional
@@ -122,16 +126,18 @@ def linear_softmax_cross_entropy(X, W, b, y, *, alpha=0.0, sample_weight=None, x
                                  backend="auto", n_threads=None):
     """Loss and gradients of the linear softmax model for one batch, without Python between steps.
 
-    z = x_scale * X @ W + b;  loss = mean CE(z, y) + (alpha / 2) * ||W||^2 (bias not regularised);
-    dW = x_scale * X^T (softmax(z) - Y) / n + alpha * W;  db = mean(softmax(z) - Y).
+    z = x_scale * X @ W.T + b;  loss = mean CE(z, y) + (alpha / 2) * ||W||^2 (bias not
+    regularised); dW = x_scale * (softmax(z) - Y)^T X / n + alpha * W;  db = mean(softmax(z) - Y).
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
+    X : array-like or scipy CSR matrix of shape (n_samples, n_features)
         Features. uint8 data stays uint8 and is scaled by ``x_scale`` inside the kernel (image
         pixels with ``x_scale=1/255`` are read at a quarter of the bytes of float32).
-    W : array-like of shape (n_features, n_classes)
-        Weights; their dtype (float32 or float64) is the working dtype.
+    W : array-like of shape (n_classes, n_features)
+        Weights, laid out as ``SoftmaxRegression.coef_`` and PyTorch's ``nn.Linear.weight``;
+        their dtype (float32 or float64) is the working dtype. A C-contiguous array of that
+        dtype is used as is (no copy).
     b : array-like of shape (n_classes,)
     y : array-like of int, shape (n_samples,)
     alpha : float
@@ -144,13 +150,12 @@ def linear_softmax_cross_entropy(X, W, b, y, *, alpha=0.0, sample_weight=None, x
     Returns
     -------
     loss : float
-    dW : ndarray of shape (n_features, n_classes)
+    dW : ndarray of shape (n_classes, n_features)
     db : ndarray of shape (n_classes,)
     """
-    W = as_float_matrix(W, "W")
-    d, c = W.shape
-    dtype = W.dtype
-    coef = np.ascontiguousarray(W.T)  # the kernels work on (n_classes, n_features)
+    coef = as_float_matrix(W, "W")
+    c, d = coef.shape
+    dtype = coef.dtype
     intercept = np.asarray(b)
     if intercept.shape != (c,):
         raise ValueError(f"b must have shape ({c},) to match W's {c} classes, got {intercept.shape}")
@@ -162,20 +167,28 @@ def linear_softmax_cross_entropy(X, W, b, y, *, alpha=0.0, sample_weight=None, x
     alpha, x_scale = check_alpha(alpha), check_x_scale(x_scale)
     grad_coef = np.empty_like(coef)
     grad_intercept = np.empty_like(intercept)
-    loss = get_backend(backend).linear_softmax_ce(
+    kind = "sparse" if sp.issparse(X) else "dense"
+    loss = get_kernels(backend, kind).linear_softmax_ce(
         X, x_scale, coef, intercept, labels, weights, alpha, grad_coef, grad_intercept,
         resolve_n_threads(n_threads),
     )
     if not math.isfinite(loss):
-        for arr, name in ((X, "X"), (coef, "W"), (intercept, "b")):
+        values = X.data if sp.issparse(X) else X
+        for arr, name in ((values, "X"), (coef, "W"), (intercept, "b")):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} contains NaN or infinity")
         raise ValueError("the loss overflowed; scale the features down (x_scale) or W")
-    return float(loss), grad_coef.T, grad_intercept
+    return float(loss), grad_coef, grad_intercept
 
 
 def prepare_features(X, n_features, dtype, name="X"):
-    """Return ``X`` as a C-contiguous 2-D array the kernels read: uint8 kept, else ``dtype``."""
+    """Return ``X`` as the kernels read it: uint8 kept, else ``dtype``; C-contiguous.
+
+    A scipy sparse matrix becomes a CSR matrix of ``dtype`` with sorted indices whose
+    structure is checked (the sparse kernels index without bounds checks).
+    """
+    if sp.issparse(X):
+        return _prepare_csr(X, n_features, dtype, name)
     arr = np.asarray(X)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
@@ -187,7 +200,24 @@ def prepare_features(X, n_features, dtype, name="X"):
         return np.ascontiguousarray(arr)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _prepare_csr(X, n_features, dtype, name):
+    check_sparse_structure(X, name)  # before scipy converts it: corrupt indices crash it
+    X = X.tocsr()
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D sparse matrix, got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features, expected {n_features}")
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {X.dtype}")
+    X = X.astype(dtype, copy=False)
+    if not X.has_sorted_indices:
+        X = X.sorted_indices()
+    return X
 
 
 def check_alpha(alpha):

@@ -21,6 +21,8 @@ __all__ = [
     "PlotError",
     "plot_confusion_matrix",
     "plot_history",
+    "plot_iterations",
+    "plot_path",
     "plot_search_heatmap",
     "plot_weights",
 ]
@@ -79,7 +81,7 @@ def plot_history(history, path, *, title=None):
         values = [r.get(key) for r in history]
         return values if all(v is not None for v in values) else None
 
-    ax_loss.plot(epochs, series("train_loss"), marker="o", label="train (objective)")
+    ax_loss.plot(epochs, series("train_loss"), marker="o", label="train_loss (with L2)")
     if series("val_loss"):
         ax_loss.plot(epochs, series("val_loss"), marker="o", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
@@ -99,6 +101,98 @@ def plot_history(history, path, *, title=None):
     ax_acc.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_iterations(iterations, path, *, val_loss=None, val_accuracy=None, title=None):
+    """An L-BFGS run: the objective per iteration, and the final validation figures; 1000x400.
+
+    L-BFGS has no epochs and validates only its optimum, so the validation loss is one point
+    at the last iteration and the accuracy panel shows the figures as text.
+
+    Parameters
+    ----------
+    iterations : list of dict
+        Records with ``iteration`` and ``train_loss`` (``TrainingResult.iterations``).
+    path : str or os.PathLike
+    val_loss, val_accuracy : float, optional
+        Validation figures of the optimum.
+    title : str, optional
+
+    Returns
+    -------
+    path
+    """
+    if not iterations:
+        raise PlotError("no L-BFGS iterations to plot")
+    fig = _figure(10, 4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    steps = [r["iteration"] for r in iterations]
+    ax_loss.plot(steps, [r["train_loss"] for r in iterations], label="train_loss (with L2)")
+    if val_loss is not None:
+        ax_loss.plot([steps[-1]], [val_loss], marker="o", linestyle="",
+                     label="validation (optimum)")
+    ax_loss.set(xlabel="L-BFGS iteration", ylabel="cross-entropy", title="Loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    ax_acc.set_axis_off()
+    lines = [f"{len(iterations)} iterations", f"train_loss {iterations[-1]['train_loss']:.4f}"]
+    if val_loss is not None:
+        lines.append(f"validation loss {val_loss:.4f}")
+    if val_accuracy is not None:
+        lines.append(f"validation accuracy {val_accuracy:.4f}")
+    ax_acc.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", fontsize=12,
+                transform=ax_acc.transAxes)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_path(rows, path, *, chosen, title=None):
+    """Validation accuracy (and loss) over the L2 strength of a regularization path; 800x500.
+
+    Parameters
+    ----------
+    rows : list of dict
+        ``alpha``, ``val_accuracy`` and ``val_loss`` per strength (``TrainingResult.path``).
+    path : str or os.PathLike
+    chosen : float
+        The chosen strength, marked.
+    title : str, optional
+
+    Returns
+    -------
+    path
+    """
+    if not rows:
+        raise PlotError("no regularization path to plot")
+    rows = sorted(rows, key=lambda r: r["alpha"])
+    alphas = [r["alpha"] for r in rows]
+    fig = _figure(8, 5)
+    ax = fig.subplots()
+    ax.plot(alphas, [r["val_accuracy"] for r in rows], marker="o", label="validation accuracy")
+    # alpha = 0 has no place on a log axis: symlog is linear below the smallest strength.
+    positive = [a for a in alphas if a > 0]
+    if positive and len(positive) < len(alphas):
+        ax.set_xscale("symlog", linthresh=min(positive))
+    elif positive:
+        ax.set_xscale("log")
+    best = next(r for r in rows if r["alpha"] == chosen)
+    ax.axvline(chosen, color="tab:red", linestyle="--", alpha=0.6)
+    ax.plot([chosen], [best["val_accuracy"]], marker="*", markersize=14, color="tab:red",
+            linestyle="", label=f"chosen alpha {chosen:.3g}")
+    ax.set(xlabel="alpha (L2 strength)", ylabel="validation accuracy",
+           title=title or "Regularization path")
+    ax.grid(alpha=0.3)
+    loss_ax = ax.twinx()
+    loss_ax.plot(alphas, [r["val_loss"] for r in rows], color="tab:gray", alpha=0.5,
+                 label="validation loss")
+    loss_ax.set_ylabel("validation loss")
+    handles = ax.get_legend_handles_labels()
+    extra = loss_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="best")
     fig.tight_layout()
     return _save(fig, path)
 

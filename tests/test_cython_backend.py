@@ -13,11 +13,17 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import SUBPROCESS_CWD
+from conftest import DENSE, SUBPROCESS_CWD, load_kernels
 
 from softmax_fast.kernels import reference
 
-cy = pytest.importorskip("softmax_fast.kernels.cython_backend")
+CYTHON = next(info for info in DENSE if info.module == "softmax_fast.kernels.cython_backend")
+
+
+@pytest.fixture
+def cy():
+    """The Cython kernel module; a build that does not import fails these tests (conftest)."""
+    return load_kernels(CYTHON)
 
 
 def _rng(seed=0):
@@ -35,7 +41,7 @@ def _linear_problem(rng, n, d, c, dtype, uint8):
 
 
 # ------------------------------------------------------------------ OpenMP
-def test_openmp_flag_matches_threads_granted():
+def test_openmp_flag_matches_threads_granted(cy):
     assert isinstance(cy.OPENMP, bool)
     if cy.OPENMP:
         assert cy.openmp_thread_count(1) == 1
@@ -44,7 +50,7 @@ def test_openmp_flag_matches_threads_granted():
         assert cy.openmp_thread_count(3) == 1
 
 
-def test_vector_lanes_is_a_power_of_two():
+def test_vector_lanes_is_a_power_of_two(cy):
     assert cy.VECTOR_LANES in (4, 8, 16)
 
 
@@ -60,7 +66,7 @@ def _readonly(*arrays):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rowwise_kernels_accept_readonly_inputs(dtype):
+def test_rowwise_kernels_accept_readonly_inputs(cy, dtype):
     rng = _rng(1)
     z = rng.standard_normal((37, 11)).astype(dtype)
     y = rng.integers(0, 11, 37).astype(np.intp)
@@ -77,7 +83,7 @@ def test_rowwise_kernels_accept_readonly_inputs(dtype):
 
 
 @pytest.mark.parametrize("uint8", [False, True])
-def test_linear_kernels_accept_readonly_inputs(uint8):
+def test_linear_kernels_accept_readonly_inputs(cy, uint8):
     rng = _rng(2)
     X, xs, coef, b, y = _linear_problem(rng, 50, 30, 7, np.float32, uint8)
     w = rng.random(50)
@@ -99,7 +105,7 @@ def test_linear_kernels_accept_readonly_inputs(uint8):
         assert np.array_equal(a, b_)
 
 
-def test_readonly_outputs_are_rejected():
+def test_readonly_outputs_are_rejected(cy):
     rng = _rng(3)
     X, xs, coef, b, y = _linear_problem(rng, 10, 5, 3, np.float64, False)
     gW, gb = np.empty_like(coef), np.empty_like(b)
@@ -116,7 +122,7 @@ def test_readonly_outputs_are_rejected():
         cy.softmax_ce(z, np.zeros(4, np.intp), None, outr, 1)
 
 
-def test_linear_entry_points_check_their_arrays():
+def test_linear_entry_points_check_their_arrays(cy):
     rng = _rng(4)
     X, xs, coef, b, y = _linear_problem(rng, 10, 6, 3, np.float32, False)
     gW, gb = np.empty_like(coef), np.empty_like(b)
@@ -138,7 +144,7 @@ def test_linear_entry_points_check_their_arrays():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("uint8", [False, True])
 @pytest.mark.parametrize("shape", [(61, 37, 47), (9, 3, 83), (130, 100, 13)])
-def test_linear_work_splits_match_reference_and_threads(dtype, uint8, shape):
+def test_linear_work_splits_match_reference_and_threads(cy, dtype, uint8, shape):
     # c > 40 takes the class-group path of phase A; d = 37 / 100 leaves ragged vector tails.
     n, d, c = shape
     rng = _rng(5)
@@ -162,7 +168,7 @@ def test_linear_work_splits_match_reference_and_threads(dtype, uint8, shape):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(97, 33, 47), (64, 100, 10)])
-def test_sgd_work_splits_match_reference_and_threads(dtype, shape):
+def test_sgd_work_splits_match_reference_and_threads(cy, dtype, shape):
     n, d, c = shape
     rng = _rng(6)
     X, xs, coef, b, y = _linear_problem(rng, n, d, c, dtype, True)
@@ -184,7 +190,7 @@ def test_sgd_work_splits_match_reference_and_threads(dtype, shape):
 
 
 # ------------------------------------------------------------------ O(chunk) memory
-def test_linear_many_classes_uses_chunk_memory():
+def test_linear_many_classes_uses_chunk_memory(cy):
     # Materialising the logits of 2,000 rows x 32,000 classes would take 256 MB (float32);
     # the kernel's row chunks need well under 1 MB. Peak RSS is measured in a fresh process.
     code = textwrap.dedent(
@@ -215,7 +221,7 @@ def test_linear_many_classes_uses_chunk_memory():
     assert grown < 32 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MB"
 
 
-def test_linear_many_classes_matches_reference():
+def test_linear_many_classes_matches_reference(cy):
     rng = _rng(7)
     X, xs, coef, b, y = _linear_problem(rng, 40, 16, 32000, np.float64, False)
     gW, gb = np.empty_like(coef), np.empty_like(b)
@@ -228,7 +234,7 @@ def test_linear_many_classes_matches_reference():
 
 
 # ------------------------------------------------------------------ SIMD exp / log
-def test_simd_exp_over_the_whole_range_float64():
+def test_simd_exp_over_the_whole_range_float64(cy):
     # z - max spans 0 .. -800: exp goes through the subnormal range to exactly zero.
     z = np.concatenate([[0.0], -np.linspace(0, 800, 4001)[1:], [-np.inf]])[None, :]
     out = np.empty_like(z)
@@ -240,7 +246,7 @@ def test_simd_exp_over_the_whole_range_float64():
     np.testing.assert_allclose(out[~normal], ref[~normal], rtol=0, atol=2 * 5e-324)
 
 
-def test_simd_exp_over_the_whole_range_float32():
+def test_simd_exp_over_the_whole_range_float32(cy):
     z = np.concatenate([[0.0], -np.linspace(0, 110, 2001)[1:], [-np.inf]]).astype(np.float32)
     z = z[None, :]
     out = np.empty_like(z)
@@ -252,10 +258,127 @@ def test_simd_exp_over_the_whole_range_float32():
     np.testing.assert_allclose(out[~normal], ref[~normal], rtol=0, atol=4 * 1.5e-45)
 
 
-def test_simd_log_of_row_sums():
+def test_simd_log_of_row_sums(cy):
     # log_softmax of a row of k equal values is -log k: exercises log on s = k for many k.
     for k in (1, 2, 3, 7, 10, 1000, 4097, 32000):
         z = np.full((1, k), 3.25)
         out = np.empty_like(z)
         cy.log_softmax(z, out, 1)
         np.testing.assert_allclose(out, -np.log(k), rtol=2e-16, atol=0)
+
+
+# ------------------------------------------------------------------ the BLAS path
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("uint8", [False, True], ids=["floatX", "uint8X"])
+@pytest.mark.parametrize("n,d,c", [(300, 70, 37), (129, 600, 520), (40, 3, 1100)])
+def test_gemm_linear_matches_reference_and_is_thread_invariant(cy, dtype, uint8, n, d, c):
+    ext = cy.EXTENSION  # the build the cython backend uses
+    from softmax_fast.kernels._blas import single_threaded_blas
+
+    rng = _rng(3)
+    X, x_scale, coef, intercept, y = _linear_problem(rng, n, d, c, dtype, uint8)
+    w = rng.random(n)
+    expected = [np.empty(coef.shape), np.empty(c)]
+    loss_ref = reference.linear_softmax_ce(X, x_scale, coef.astype(float),
+                                           intercept.astype(float), y, w, 1e-3, *expected)
+    runs = []
+    for threads in (1, 2, 3):
+        grads = [np.empty_like(coef), np.empty_like(intercept)]
+        with single_threaded_blas():
+            loss = ext.linear_softmax_ce_gemm(X, x_scale, coef, intercept, y, w, 1e-3, *grads,
+                                              threads)
+        runs.append((loss, *grads))
+    rtol = 1e-10 if dtype == np.float64 else 2e-5
+    assert runs[0][0] == pytest.approx(loss_ref, rel=rtol)
+    for got, want in zip(runs[0][1:], expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
+    for other in runs[1:]:  # bitwise the same for any thread count
+        assert other[0] == runs[0][0]
+        for a, b in zip(other[1:], runs[0][1:], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("momentum,nesterov,weighted,uint8", [
+    (0.0, False, False, False), (0.0, False, True, True), (0.9, False, False, True),
+    (0.9, True, True, False)])
+def test_gemm_sgd_matches_reference_and_is_thread_invariant(cy, dtype, momentum, nesterov,
+                                                            weighted, uint8):
+    ext = cy.EXTENSION  # the build the cython backend uses
+    from softmax_fast.kernels._blas import single_threaded_blas
+
+    rng = _rng(4)
+    n, d, c, bs = 230, 90, 300, 32
+    X, x_scale, coef0, intercept0, y = _linear_problem(rng, n, d, c, dtype, uint8)
+    w = rng.random(n) if weighted else None
+    order = rng.permutation(n).astype(np.intp)
+    if weighted:
+        w[order[:bs]] = 0.0  # a minibatch of zero weight: only the L2 step
+    state = [coef0.astype(float), intercept0.astype(float), np.zeros((c, d)), np.zeros(c)]
+    loss_ref = reference.sgd_epoch(X, x_scale, y, w, order, *state, 0.2, 1e-2, momentum,
+                                   nesterov, bs)
+    runs = []
+    for threads in (1, 2):
+        st = [coef0.copy(), intercept0.copy(), np.zeros_like(coef0), np.zeros_like(intercept0)]
+        with single_threaded_blas():
+            loss = ext.sgd_epoch_gemm(X, x_scale, y, w, order, *st, 0.2, 1e-2, momentum,
+                                      nesterov, bs, threads)
+        runs.append((loss, *st))
+    rtol = 1e-9 if dtype == np.float64 else 1e-4
+    assert runs[0][0] == pytest.approx(loss_ref, rel=rtol)
+    for got, want in zip(runs[0][1:3], state[:2], strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
+    assert runs[1][0] == runs[0][0]
+    for a, b in zip(runs[1][1:], runs[0][1:], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_path_is_chosen_by_shape_alone(cy, monkeypatch):
+    ext = cy.EXTENSION  # the build the cython backend uses
+
+    assert not cy.prefers_gemm(60000, 784, 10, True)  # Fashion-MNIST: register tiles
+    assert cy.prefers_gemm(4096, 2048, 1000, False)   # a linear probe: BLAS
+    calls = []
+    for name in ("linear_softmax_ce_gemm", "linear_softmax_ce"):
+        monkeypatch.setattr(ext, name, lambda *a, _n=name: calls.append(_n) or 0.0)
+    rng = _rng(5)
+    for c in (10, 1000):
+        X, x_scale, coef, intercept, y = _linear_problem(rng, 64, 64, c, np.float32, False)
+        cy.linear_softmax_ce(X, x_scale, coef, intercept, y, None, 0.0, np.empty_like(coef),
+                             np.empty_like(intercept), 2)
+    assert calls == ["linear_softmax_ce", "linear_softmax_ce_gemm"]
+
+
+# ------------------------------------------------------------------ busy machines
+def test_a_descheduled_partner_thread_changes_nothing():
+    """Two OpenMP threads squeezed onto one core: partners are descheduled for whole time
+    slices, the team falls back to one thread mid-call (and the governor keeps later calls on
+    one), and every result stays bitwise the one-thread result."""
+    script = textwrap.dedent("""
+        import os
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        import numpy as np
+        from softmax_fast.kernels import cython_backend as cy
+        rng = np.random.default_rng(0)
+        n, d = 6000, 300
+        X = rng.integers(0, 256, (n, d), dtype=np.uint8)
+        order = rng.permutation(n).astype(np.intp)
+        for c in (10, 300):
+            y = rng.integers(0, c, n).astype(np.intp)
+            results = []
+            # many calls: a partner descheduled at any barrier must never hang the team
+            for threads in (1,) + (2,) * 12:
+                W = np.zeros((c, d), np.float32); b = np.zeros(c, np.float32)
+                V, Vb = np.zeros_like(W), np.zeros_like(b)
+                loss = cy.sgd_epoch(X, 1 / 255, y, None, order, W, b, V, Vb, 0.1, 1e-4, 0.5,
+                                    True, 32 if c == 10 else 256, threads)
+                gW, gb = np.empty_like(W), np.empty_like(b)
+                lin = cy.linear_softmax_ce(X, 1 / 255, W, b, y, None, 1e-4, gW, gb, threads)
+                results.append((loss, lin, W.tobytes(), b.tobytes(), gW.tobytes(), gb.tobytes()))
+            assert all(r == results[0] for r in results), c
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180, cwd=SUBPROCESS_CWD)  # a deadlock fails, not hangs
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -25,7 +25,7 @@ def test_ruff_is_clean():
 
 @pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree")
 def test_cython_lint_is_clean():
-    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.p[yx]x"))
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.p[yx][xi]"))
     sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "kernels").glob("*.pxd"))
     assert sources, "no Cython sources found"
     proc = _run("cython-lint", *sources)

@@ -14,9 +14,16 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import SUBPROCESS_CWD
+from conftest import DENSE, SUBPROCESS_CWD, load_kernels
 
-pytest.importorskip("numba")
+NUMBA = next(info for info in DENSE if info.module == "softmax_fast.kernels.numba_backend")
+
+
+@pytest.fixture(autouse=True)
+def numba_kernels():
+    """The Numba dense kernels; a backend that does not import fails these tests (conftest)."""
+    return load_kernels(NUMBA)
+
 
 # Calls every contract function once in float32 (uint8 X for the linear/SGD kernels, the
 # Fashion-MNIST shape of the benchmarks) and reports the time to import and to first result,
@@ -156,11 +163,11 @@ def test_disable_jit_path_matches_reference():
         assert err <= 1e-12, (name, err)
 
 
-def test_exp_log_accuracy():
+def test_exp_log_accuracy(numba_kernels):
     """The vectorisable exp/log used by the kernels: <= 1 ulp against NumPy's libm."""
     from numba import njit
 
-    from softmax_fast.kernels import numba_backend as nb
+    nb = numba_kernels
 
     @njit
     def apply(a, out_exp, out_log):
@@ -182,3 +189,36 @@ def test_exp_log_accuracy():
     ok = np.isfinite(ref_l) & (ref_l > 0)
     assert np.all(np.abs(lg[ok] - ref_l[ok]) <= np.spacing(ref_l[ok]))
     assert np.isinf(lg[-2]) and np.isnan(lg[-1])
+
+
+def test_a_descheduled_partner_thread_changes_nothing():
+    """Numba's threads squeezed onto one core: the epoch's watch stops the team, the wrapper
+    resumes on one thread (the governor keeps later calls there), results stay bitwise."""
+    script = textwrap.dedent("""
+        import os
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        import numpy as np
+        from softmax_fast.kernels import numba_backend as nb
+        from softmax_fast.kernels._governor import GOVERNOR
+        rng = np.random.default_rng(0)
+        n, d = 6000, 300
+        X = rng.integers(0, 256, (n, d), dtype=np.uint8)
+        order = rng.permutation(n).astype(np.intp)
+        for c, bs in ((10, 16), (300, 256)):
+            y = rng.integers(0, c, n).astype(np.intp)
+            results = []
+            for threads in (1,) + (2,) * 8:
+                W = np.zeros((c, d), np.float32); b = np.zeros(c, np.float32)
+                V, Vb = np.zeros_like(W), np.zeros_like(b)
+                loss = nb.sgd_epoch(X, 1 / 255, y, None, order, W, b, V, Vb, 0.1, 1e-4, 0.5,
+                                    True, bs, threads)
+                gW, gb = np.empty_like(W), np.empty_like(b)
+                lin = nb.linear_softmax_ce(X, 1 / 255, W, b, y, None, 1e-4, gW, gb, threads)
+                results.append((loss, lin, W.tobytes(), b.tobytes(), gW.tobytes(), gb.tobytes()))
+            assert all(r == results[0] for r in results), c
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600, cwd=SUBPROCESS_CWD)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -1,7 +1,6 @@
 """Tests of the many-models-per-pass grid search and its multi-model kernel."""
 
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -10,12 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import require_backend
 
 from softmax_fast import SoftmaxRegression
-from softmax_fast._trainer import evaluate
-from softmax_fast.kernels import numba_multi
-from softmax_fast.kernels.reference import epoch_order, sgd_epoch_reference
 from softmax_fast.search import METRIC_KEYS, grid_search
 
 
@@ -31,108 +26,10 @@ def _blobs(n=600, d=20, c=4, seed=0, uint8=True):
 
 
 # --------------------------------------------------------------------------------------
-# the multi-model kernel against the float64 reference, model by model
-# --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("uint8", [True, False])
-@pytest.mark.parametrize("batch_size", [1, 32, 77])
-def test_multi_epoch_matches_reference_per_model(uint8, batch_size):
-    X, y = _blobs(n=403, uint8=uint8)  # 403: the last minibatch is partial
-    x_scale = 1 / 255 if uint8 else 1.0
-    y = y.astype(np.intp)
-    c, d = 4, X.shape[1]
-    # lr * alpha = 0.2 shrinks the lazy scale below 2^-8 within ~25 steps: exercises the fold
-    lr = np.array([0.01, 0.1, 0.5, 1.0, 0.3])
-    alpha = np.array([0.0, 1e-3, 0.0, 0.2, 3e-2])
-    k = len(lr)
-    rng = np.random.default_rng(1)
-    coef0 = 0.1 * rng.standard_normal((k, c, d))
-    weights, scale, intercepts = numba_multi.stack_models(coef0, np.zeros((k, c)))
-    Xs = X.astype(np.float64) * x_scale
-    ref = [(coef0[j].T.astype(np.float32).astype(np.float64), np.zeros(c)) for j in range(k)]
-    for epoch in range(3):
-        order = epoch_order(len(y), 5, epoch)
-        losses = numba_multi.multi_sgd_epoch(X, x_scale, y, order, weights, scale, intercepts,
-                                             lr, alpha, c, batch_size)
-        for j, (W, b) in enumerate(ref):
-            expected = sgd_epoch_reference(Xs, y, W, b, order, lr=lr[j], alpha=alpha[j],
-                                           batch_size=batch_size)
-            assert losses[j] == pytest.approx(expected, rel=2e-5)
-    assert scale.min() < 1.0  # the lazy decay was in use
-    coefs, ints = numba_multi.unstack_models(weights, scale, intercepts, c)
-    for j, (W, b) in enumerate(ref):
-        np.testing.assert_allclose(coefs[j], W.T, rtol=0, atol=2e-5 * (1 + np.abs(W).max()))
-        np.testing.assert_allclose(ints[j], b, rtol=0, atol=2e-5 * (1 + np.abs(b).max()))
-
-
-def test_multi_epoch_momentum_matches_reference():
-    X, y = _blobs(n=300)
-    y = y.astype(np.intp)
-    c, d = 4, X.shape[1]
-    lr = np.array([0.05, 0.05, 0.02, 0.1])
-    alpha = np.array([1e-3, 0.0, 1e-2, 0.0])
-    momentum = np.array([0.0, 0.9, 0.5, 0.9])
-    nesterov = np.array([False, False, True, True])
-    k = len(lr)
-    weights, scale, intercepts = numba_multi.stack_models(np.zeros((k, c, d)), np.zeros((k, c)))
-    velocity, velocity_b = np.zeros_like(weights), np.zeros_like(intercepts)
-    Xs = X / 255.0
-    ref = [[np.zeros((d, c)), np.zeros(c), np.zeros((d, c)), np.zeros(c)] for _ in range(k)]
-    for epoch in range(3):
-        order = epoch_order(len(y), 2, epoch)
-        losses = numba_multi.multi_sgd_epoch(X, 1 / 255, y, order, weights, scale, intercepts,
-                                             lr, alpha, c, 16, momentum, nesterov, velocity,
-                                             velocity_b)
-        for j, (W, b, vW, vb) in enumerate(ref):
-            expected = sgd_epoch_reference(Xs, y, W, b, order, lr=lr[j], alpha=alpha[j],
-                                           batch_size=16, momentum=momentum[j],
-                                           nesterov=nesterov[j], velocity_W=vW, velocity_b=vb)
-            assert losses[j] == pytest.approx(expected, rel=2e-5)
-    coefs, ints = numba_multi.unstack_models(weights, scale, intercepts, c)
-    for j, (W, b, _, _) in enumerate(ref):
-        np.testing.assert_allclose(coefs[j], W.T, rtol=0, atol=1e-4 * np.abs(W).max())
-        np.testing.assert_allclose(ints[j], b, rtol=0, atol=1e-4 * np.abs(b).max())
-
-
-def test_multi_evaluate_matches_trainer_evaluate():
-    X, y = _blobs(n=257)
-    y = y.astype(np.intp)
-    rng = np.random.default_rng(3)
-    coefs = rng.standard_normal((3, 4, X.shape[1])).astype(np.float32)
-    ints = rng.standard_normal((3, 4)).astype(np.float32)
-    weights, scale, intercepts = numba_multi.stack_models(coefs, ints)
-    scale[:] = [1.0, 0.5, 2.0]  # a lazily scaled model evaluates as scale * V
-    loss, acc = numba_multi.multi_evaluate(X, 1 / 255, y, weights, scale, intercepts, 4,
-                                           chunk=100)
-    for j in range(3):
-        exp_loss, exp_acc = evaluate(coefs[j] * np.float32(scale[j]), ints[j], X, 1 / 255, y)
-        assert loss[j] == pytest.approx(exp_loss, rel=1e-5)
-        assert acc[j] == exp_acc
-
-
-def test_nan_in_one_model_stays_in_its_columns():
-    X, y = _blobs(n=200)
-    y = y.astype(np.intp)
-    c, d = 4, X.shape[1]
-    weights, scale, intercepts = numba_multi.stack_models(np.zeros((3, c, d)), np.zeros((3, c)))
-    clean_w, clean_s, clean_b = weights[:, :2 * c].copy(), scale[:2].copy(), \
-        intercepts[:2 * c].copy()
-    weights[:, 2 * c:] = np.nan
-    lr, alpha = np.array([0.1, 0.2, 0.1]), np.array([0.0, 1e-3, 0.0])
-    order = epoch_order(len(y), 0, 0)
-    losses = numba_multi.multi_sgd_epoch(X, 1 / 255, y, order, weights, scale, intercepts, lr,
-                                         alpha, c, 32)
-    clean = numba_multi.multi_sgd_epoch(X, 1 / 255, y, order, clean_w, clean_s, clean_b,
-                                        lr[:2], alpha[:2], c, 32)
-    assert not math.isfinite(losses[2])
-    np.testing.assert_array_equal(losses[:2], clean)
-    np.testing.assert_array_equal(weights[:, :2 * c], clean_w)
-
-
-# --------------------------------------------------------------------------------------
 # grid_search against SoftmaxRegression trained alone
 # --------------------------------------------------------------------------------------
 def _alone(params, X_tr, y_tr, X_va, y_va, random_state):
-    est = SoftmaxRegression(**{"learning_rate": "constant", **params},
+    est = SoftmaxRegression(**{"learning_rate": "constant", **params}, solver="sgd",
                             random_state=random_state, input_scale=1 / 255,
                             backend="reference")
     return est.fit(X_tr, y_tr, eval_set=(X_va, y_va))
@@ -193,7 +90,7 @@ def test_schedules_momentum_and_stopping_rule_follow_the_estimator():
     assert stopped > 0
 
 
-def test_driver_backend_agrees_with_the_numba_kernel():
+def test_reference_backend_agrees_with_the_numba_kernel():
     X, y = _blobs(n=240, d=10, c=3)
     grid = {"batch_size": [16], "learning_rate_init": [0.1, 1.0], "alpha": [0.0, 0.05],
             "momentum": [0.0, 0.8], "max_iter": [2]}
@@ -205,14 +102,42 @@ def test_driver_backend_agrees_with_the_numba_kernel():
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
 
-def test_cython_driver_when_available():
-    require_backend("cython")
+def test_a_backend_without_multi_model_kernels_uses_the_auto_choice():
     X, y = _blobs(n=200, d=10, c=3)
     grid = {"batch_size": [16], "learning_rate_init": [0.1, 1.0], "max_iter": [2]}
-    fast = grid_search(X, y, grid, random_state=0, refit=False)
-    other = grid_search(X, y, grid, random_state=0, backend="cython", refit=False)
-    for a, b in zip(fast.results, other.results, strict=True):
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    auto = grid_search(X, y, grid, random_state=0, refit=False)
+    other = grid_search(X, y, grid, random_state=0, backend="cython", refit=True)
+    assert other.backend == auto.backend
+    assert other.best_estimator_.backend == "cython"  # the refit uses the dense cython kernels
+    for a, b in zip(auto.results, other.results, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == \
+            {k: v for k, v in b.items() if k != "seconds"}
+
+
+def _without_seconds(row):
+    return {k: v for k, v in row.items() if k != "seconds"}
+
+
+def test_rows_do_not_depend_on_their_group():
+    """A chaotic and a stable configuration: alone, then inside a 64-model group, bitwise."""
+    X, y = _blobs(n=400, d=24, c=5, seed=3)
+    chaotic = {"batch_size": [4], "learning_rate_init": [1.0], "alpha": [1e-3],
+               "max_iter": [1, 3]}
+    stable = {"batch_size": [4], "learning_rate_init": [0.05], "alpha": [0.0],
+              "max_iter": [1, 3]}
+    alone = [grid_search(X, y, g, random_state=1, refit=False).results
+             for g in (chaotic, stable)]
+    crowd = {"batch_size": [4], "learning_rate_init": [1.0, 0.05, 0.3, 3.0, 0.01, 2.0, 0.7, 0.1],
+             "alpha": [1e-3, 0.0, 1e-4, 0.1], "momentum": [0.0, 0.9], "max_iter": [1, 3]}
+    grouped = grid_search(X, y, crowd, random_state=1, refit=False, max_group_size=64,
+                          n_threads=2).results
+    assert len(grouped) == 128
+    index = {(r["learning_rate_init"], r["alpha"], r["momentum"], r["max_iter"]): r
+             for r in grouped}
+    for rows in alone:
+        for row in rows:
+            key = (row["learning_rate_init"], row["alpha"], row["momentum"], row["max_iter"])
+            assert _without_seconds(index[key]) == _without_seconds(row)
 
 
 def test_threads_do_not_change_results():
@@ -253,7 +178,7 @@ def test_all_diverged_gives_no_best():
     result = grid_search(X * np.float32(1e18), y, {"learning_rate_init": [1e4], "max_iter": [2]},
                          random_state=0)
     assert result.results[0]["status"] == "diverged"
-    assert result.best_params is None and result.best_estimator is None
+    assert result.best_params_ is None and result.best_estimator_ is None
 
 
 # --------------------------------------------------------------------------------------
@@ -270,15 +195,15 @@ def test_best_params_refit_and_test_metrics(scoring):
     key = "val_accuracy" if scoring == "accuracy" else "val_loss"
     values = [r[key] for r in result.results]
     best = max(values) if scoring == "accuracy" else min(values)
-    assert result.best_score == best
-    assert result.results[result.best_index][key] == best
-    est = result.best_estimator
-    for name, value in result.best_params.items():
+    assert result.best_score_ == best
+    assert result.results[result.best_index_][key] == best
+    est = result.best_estimator_
+    for name, value in result.best_params_.items():
         assert est.get_params()[name] == value
     assert est.learning_rate == "constant" and est.random_state == 3
     assert est.n_features_in_ == 12 and len(est.coef_) == 3
     # refitted on train + validation = all 400 rows
-    assert est.t_ == 400 * result.best_params["max_iter"]
+    assert est.t_ == 400 * result.best_params_["max_iter"]
     assert result.test_accuracy == pytest.approx(est.score(X_te, labels[y_te]))
     assert result.test_loss == pytest.approx(-np.mean(
         np.log(est.predict_proba(X_te)[np.arange(150), y_te].astype(np.float64))), rel=1e-5)
@@ -333,11 +258,9 @@ GRID = {"batch_size": [8, 32], "learning_rate_init": [0.05, 0.2, 1e4],
 
 
 def _read_rows(path):
-    from softmax_fast.search import _ResultsWriter
+    from softmax_fast.search.results import read_results
 
-    writer = _ResultsWriter(path, ["batch_size"], resume=True)
-    writer.close()
-    return writer.existing
+    return read_results(path)
 
 
 def _float_data():
@@ -381,8 +304,11 @@ def test_resume_after_a_torn_line_recomputes_only_the_missing(tmp_path, suffix):
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.results] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in full.results]
     rows = _read_rows(path)
-    assert len(rows) == 24  # nothing lost, nothing twice, the fragment gone
-    assert path.read_text().endswith("\n")
+    assert len(rows) == 24  # nothing lost, nothing twice, the fragment skipped
+    text = path.read_text()
+    assert text.endswith("\n")
+    # repaired by appending: the bytes before the crash are all still there
+    assert text.startswith("".join(kept) + lines[head + 9][:17])
     again = grid_search(X, y, GRID, random_state=0, results_path=path, resume=True,
                         refit=False, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (24, 24) and again.n_groups == 0
@@ -396,13 +322,77 @@ def test_resume_refuses_a_file_of_another_search(tmp_path):
         grid_search(X, y, {"max_iter": [1]}, random_state=1, results_path=path, resume=True)
 
 
-def test_without_resume_the_file_is_rewritten(tmp_path):
+def test_an_existing_file_needs_resume_or_overwrite(tmp_path):
     X, y = _blobs(n=120, d=8, c=3)
     path = tmp_path / "r.csv"
-    for _ in range(2):
+    grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path, refit=False)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="exists.*resume.*overwrite"):
         grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path,
                     refit=False)
+    assert path.read_bytes() == before
+    grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path, refit=False,
+                overwrite=True)
     assert len(path.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("name,content", [
+    ("data.csv", "a,b,label\n1,2,3\n4,5,6"),          # no trailing newline
+    ("config.json", '{"learning_rate": 0.1}'),          # one line, no newline
+    ("notes.jsonl", "hello\nworld\n"),
+    ("binary.csv", "\x00\xff\xfe"),
+])
+def test_resume_refuses_a_foreign_file_and_leaves_it_untouched(tmp_path, name, content):
+    X, y = _blobs(n=120, d=8, c=3)
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(ValueError, match="not a results file"):
+        grid_search(X, y, {"max_iter": [1]}, random_state=0, results_path=path, resume=True,
+                    refit=False)
+    assert path.read_bytes() == content.encode("latin-1")
+
+
+def test_a_second_search_on_the_same_file_is_refused(tmp_path):
+    from softmax_fast.search.results import ResultsWriter
+
+    X, y = _blobs(n=120, d=8, c=3)
+    path = tmp_path / "r.jsonl"
+    grid_search(X, y, {"max_iter": [1]}, random_state=0, results_path=path, refit=False)
+    rows = _read_rows(path)
+    holder = ResultsWriter(path, list(rows[0]), search_id=rows[0]["search_id"], resume=True)
+    try:
+        with pytest.raises(ValueError, match="another search"):
+            grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path,
+                        resume=True, refit=False)
+    finally:
+        holder.close()
+    grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path, resume=True,
+                refit=False)
+    assert len(_read_rows(path)) == 2
+
+
+def test_duplicated_rows_count_once(tmp_path):
+    X, y = _blobs(n=120, d=8, c=3)
+    path = tmp_path / "r.jsonl"
+    grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path, refit=False)
+    path.write_text(path.read_text() * 2)
+    again = grid_search(X, y, {"max_iter": [1, 2]}, random_state=0, results_path=path,
+                        resume=True, refit=False)
+    assert again.n_groups == 0 and len(again.results) == 2
+
+
+def test_a_torn_csv_header_is_completed(tmp_path):
+    X, y = _blobs(n=120, d=8, c=3)
+    path = tmp_path / "r.csv"
+    full = grid_search(X, y, {"max_iter": [1]}, random_state=0, results_path=path,
+                       refit=False)
+    header = path.read_text().splitlines()[0]
+    path.write_text(header[:9])
+    again = grid_search(X, y, {"max_iter": [1]}, random_state=0, results_path=path,
+                        resume=True, refit=False)
+    assert path.read_text().splitlines()[0] == header
+    assert _read_rows(path)[0]["val_loss"] == full.results[0]["val_loss"] == \
+        again.results[0]["val_loss"]
 
 
 def test_killed_process_leaves_a_valid_file_and_resume_completes(tmp_path):
@@ -465,3 +455,18 @@ def test_an_error_in_the_caller_stops_running_groups(tmp_path):
         time.sleep(0.05)
     assert not any(t.name.startswith("softmax-fast-search") for t in threading.enumerate())
     assert [json.loads(line)["batch_size"] for line in path.read_text().splitlines()] == [64]
+
+
+def test_result_names_follow_scikit_learn():
+    import pandas  # in the test extra
+    X, y = _blobs(n=200, d=8, c=3)
+    grid = {"learning_rate_init": [0.05, 0.5, 1e6], "max_iter": [1, 2]}
+    result = grid_search(X, y, grid, random_state=0, refit=False)
+    frame = pandas.DataFrame(result.cv_results_)
+    assert len(frame) == 6
+    assert {"params", "param_learning_rate_init", "val_accuracy", "rank_val_accuracy"} <= \
+        set(frame.columns)
+    best = frame.loc[frame["rank_val_accuracy"] == 1].iloc[0]
+    assert best["params"] == {k: v for k, v in result.best_params_.items()}
+    with pytest.warns(DeprecationWarning, match="best_params_"):
+        assert result.best_params == result.best_params_

@@ -1,0 +1,406 @@
+# The linear model on BLAS: for large d x c, logits and weight gradient are matrix products
+# (included by _softmax_ce.pyx).
+#
+# Design
+# ------
+# * Rows are processed in chunks of R rows (R depends on c only, R x c <= GEMM_CHUNK_ELEMS):
+#   Z = x_scale X_chunk W^T + b by sgemm/dgemm, the fused softmax-CE sweep of
+#   _cy_rowwise.pxi in place on Z (one pass, float64 loss sums), then
+#   dW (+)= x_scale Z^T X_chunk by a second product. Extra memory is the chunk's logits (and,
+#   for uint8 X, the chunk's rows as floats), never n x c.
+# * Determinism: every product is cut into tiles whose shape depends only on (n, d, c) —
+#   GEMM_ROW_TILE rows x GEMM_CLASS_TILE classes for the logits, GEMM_CLASS_TILE classes x
+#   GEMM_FEATURE_TILE features for the gradient — and each tile is one BLAS call on the
+#   calling thread (the Python wrapper keeps BLAS single-threaded). A tile's numbers are the
+#   same whichever thread runs it, gradient tiles accumulate over chunks in chunk order and
+#   losses are summed in block order, so results are bitwise identical for any n_threads.
+# * Tiles are handed out dynamically (OpenMP schedule(dynamic)): a thread on a core that is
+#   busy with another program simply takes fewer tiles; no thread waits on another except
+#   at the end of each of the three phases of a chunk.
+# * SGD (large minibatches): the same three phases per minibatch; the plain update is fused
+#   into the gradient product: W <- (1 - lr alpha) W - lr x_scale G^T X_b is one call with
+#   beta = 1 - lr alpha per tile. Momentum computes the gradient tile, then updates it.
+
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef enum:
+    GEMM_CHUNK_ELEMS = 1 << 22    # logits per chunk (R x c): the O(chunk) memory
+    GEMM_MAX_ROWS = 2048          # rows per chunk at most
+    GEMM_ROW_TILE = 512           # rows of one logits tile
+    GEMM_CLASS_TILE = 512         # classes of one logits / gradient tile
+    GEMM_FEATURE_TILE = 512       # features of one gradient tile
+
+
+cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha,
+                       const floating *a, int lda, const floating *b, int ldb, floating beta,
+                       floating *c, int ldc) noexcept nogil:
+    """Column-major C(m, n) = alpha op(A) op(B) + beta C (Fortran BLAS)."""
+    if floating is float:
+        sgemm(&ta, &tb, &m, &n, &k, &alpha, <float *> a, &lda, <float *> b, &ldb, &beta, c,
+              &ldc)
+    else:
+        dgemm(&ta, &tb, &m, &n, &k, &alpha, <double *> a, &lda, <double *> b, &ldb, &beta, c,
+              &ldc)
+
+
+cdef Py_ssize_t gemm_chunk_rows(Py_ssize_t n, Py_ssize_t c) noexcept nogil:
+    """Rows per chunk: R x c <= GEMM_CHUNK_ELEMS, a multiple of 16, at most GEMM_MAX_ROWS."""
+    cdef Py_ssize_t r = (GEMM_CHUNK_ELEMS // c) // 16 * 16 if c > 0 else GEMM_MAX_ROWS
+    if r < 16:
+        r = 16
+    if r > GEMM_MAX_ROWS:
+        r = GEMM_MAX_ROWS
+    return r if r < n else n
+
+
+cdef void _logits_tile(const floating *xs, Py_ssize_t ldx, Py_ssize_t i0, Py_ssize_t i1,
+                       Py_ssize_t d, Py_ssize_t c, const floating *W, const floating *b,
+                       Py_ssize_t k0, Py_ssize_t k1, floating x_scale,
+                       floating *Z) noexcept nogil:
+    """Z[i, k] = x_scale sum_f xs[i, f] W[k, f] + b[k] for rows [i0, i1), classes [k0, k1).
+
+    Column-major this is Z^T (k x i) = W (k x d) xs^T (d x i): op(A) = W^T stored, op(B) = B.
+    """
+    cdef Py_ssize_t i, k
+    _gemm(c'T', c'N', <int> (k1 - k0), <int> (i1 - i0), <int> d, x_scale, W + k0 * d,
+          <int> d, xs + i0 * ldx, <int> ldx, 0, Z + i0 * c + k0, <int> c)
+    for i in range(i0, i1):
+        for k in range(k0, k1):
+            Z[i * c + k] += b[k]
+
+
+cdef void _gradient_tile(const floating *xs, Py_ssize_t ldx, Py_ssize_t nr, Py_ssize_t d,
+                         Py_ssize_t c, const floating *G, Py_ssize_t k0, Py_ssize_t k1,
+                         Py_ssize_t f0, Py_ssize_t f1, floating scale, floating beta,
+                         floating *out) noexcept nogil:
+    """out[k, f] = beta out[k, f] + scale sum_i G[i, k] xs[i, f] on one tile (out is c x d).
+
+    Column-major: out^T (f x k) = xs^T (f x i) G (i x k): op(A) = A, op(B) = B^T stored.
+    """
+    _gemm(c'N', c'T', <int> (f1 - f0), <int> (k1 - k0), <int> nr, scale, xs + f0, <int> ldx,
+          G + k0, <int> c, beta, out + k0 * d + f0, <int> d)
+
+
+cdef void _rows_to_float(const uint8_t *X, Py_ssize_t d, const intp_t *idx, Py_ssize_t r0,
+                         Py_ssize_t nr, floating *out, int nt) noexcept nogil:
+    """out[i] = X[idx[r0 + i]] (or X[r0 + i] without idx) as floats, rows in parallel."""
+    cdef Py_ssize_t i, f, row
+    for i in prange(nr, num_threads=nt, schedule="static"):
+        row = idx[r0 + i] if idx != NULL else r0 + i
+        for f in range(d):
+            out[i * d + f] = X[row * d + f]
+
+
+cdef void _gather_rows(const floating *X, Py_ssize_t d, const intp_t *idx, Py_ssize_t r0,
+                       Py_ssize_t nr, floating *out, int nt) noexcept nogil:
+    """out[i] = X[idx[r0 + i]]: a minibatch's rows made contiguous for BLAS."""
+    cdef Py_ssize_t i, f, row
+    for i in prange(nr, num_threads=nt, schedule="static"):
+        row = idx[r0 + i]
+        for f in range(d):
+            out[i * d + f] = X[row * d + f]
+
+
+cdef void _column_sums(const floating *G, Py_ssize_t nr, Py_ssize_t c, Py_ssize_t k0,
+                       Py_ssize_t k1, floating *out, bint accumulate) noexcept nogil:
+    """out[k] (+)= sum_i G[i, k] for k in [k0, k1): rows in order, read row by row.
+
+    Each column is summed in row order (as _intercept_sums does), but the loop walks the rows
+    of G contiguously, which matters when c is large (a column walk strides c values).
+    """
+    cdef Py_ssize_t i, k
+    if not accumulate:
+        for k in range(k0, k1):
+            out[k] = 0
+    for i in range(nr):
+        for k in range(k0, k1):
+            out[k] += G[i * c + k]
+
+
+cdef double _softmax_phase(floating *Z, Py_ssize_t nr, Py_ssize_t c, const intp_t *y,
+                           const double *w, double inv_wsum, double *block_loss,
+                           int nt) noexcept nogil:
+    """Softmax-CE of nr rows of Z in place (row blocks in parallel); sum_i w_i l_i in order."""
+    cdef Py_ssize_t R = _rows_per_block(c), nblk = (nr + R - 1) // R, blk, i0
+    cdef double total = 0.0
+    cdef int64_t finish[MAX_TEAM]
+    cdef int64_t start = sf_now_ns()
+    finish[0] = 0
+    nt = sf_governed_threads(nt)  # every phase asks again: a busy core turns up mid-call
+    for blk in prange(nblk, num_threads=nt, schedule="dynamic"):
+        i0 = blk * R
+        if c <= SMALL_C:
+            block_loss[blk] = _ce_small(Z + i0 * c, Z + i0 * c, min(R, nr - i0), c, y + i0,
+                                        _offset(w, i0), inv_wsum)
+        else:
+            block_loss[blk] = _ce_block(Z + i0 * c, Z + i0 * c, min(R, nr - i0), c, y + i0,
+                                        _offset(w, i0), inv_wsum)
+        _mark_done(finish)
+    _judge_team(start, finish, nt)
+    for blk in range(nblk):
+        total += block_loss[blk]
+    return total
+
+
+cdef void _logits_phase(const floating *xs, Py_ssize_t ldx, Py_ssize_t nr, Py_ssize_t d,
+                        Py_ssize_t c, const floating *W, const floating *b, floating x_scale,
+                        floating *Z, int nt) noexcept nogil:
+    cdef Py_ssize_t ntc = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
+    cdef Py_ssize_t ntr = (nr + GEMM_ROW_TILE - 1) // GEMM_ROW_TILE, t, i0, k0
+    cdef int64_t finish[MAX_TEAM]
+    cdef int64_t start = sf_now_ns()
+    finish[0] = 0
+    nt = sf_governed_threads(nt)
+    for t in prange(ntr * ntc, num_threads=nt, schedule="dynamic"):
+        i0 = (t // ntc) * GEMM_ROW_TILE
+        k0 = (t % ntc) * GEMM_CLASS_TILE
+        _logits_tile(xs, ldx, i0, min(nr, i0 + GEMM_ROW_TILE), d, c, W, b, k0,
+                     min(c, k0 + GEMM_CLASS_TILE), x_scale, Z)
+        _mark_done(finish)
+    _judge_team(start, finish, nt)
+
+
+cdef double _linear_gemm(
+    const void *X, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, floating x_scale,
+    const floating *W, const floating *b, const intp_t *y, const double *w, double wsum,
+    floating alpha, floating *gW, floating *gb, floating *Z, floating *Xf,
+    double *block_loss, int nt,
+) noexcept nogil:
+    """Sum_i w_i l_i of z = x_scale X W^T + b; gW = x_scale G^T X + alpha W, gb = sum G.
+
+    Z holds one chunk's logits (R x c), Xf one chunk's rows as floats (uint8 X only).
+    """
+    cdef Py_ssize_t R = gemm_chunk_rows(n, c), ch, r0, nr, t, k0, f0, k, f
+    cdef Py_ssize_t ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
+    cdef Py_ssize_t ntf = (d + GEMM_FEATURE_TILE - 1) // GEMM_FEATURE_TILE
+    cdef double total = 0.0
+    cdef const floating *xs
+    for ch in range((n + R - 1) // R):
+        r0 = ch * R
+        nr = min(R, n - r0)
+        if xu8:
+            _rows_to_float(<const uint8_t *> X, d, NULL, r0, nr, Xf, nt)
+            xs = Xf
+        else:
+            xs = <const floating *> X + r0 * d
+        _logits_phase(xs, d, nr, d, c, W, b, x_scale, Z, nt)
+        total += _softmax_phase(Z, nr, c, y + r0, _offset(w, r0), 1.0 / wsum, block_loss, nt)
+        for t in prange(ntk * ntf, num_threads=sf_governed_threads(nt), schedule="dynamic"):
+            k0 = (t // ntf) * GEMM_CLASS_TILE
+            f0 = (t % ntf) * GEMM_FEATURE_TILE
+            _gradient_tile(xs, d, nr, d, c, Z, k0, min(c, k0 + GEMM_CLASS_TILE), f0,
+                           min(d, f0 + GEMM_FEATURE_TILE), x_scale, 0 if ch == 0 else 1, gW)
+            if f0 == 0:
+                _column_sums(Z, nr, c, k0, min(c, k0 + GEMM_CLASS_TILE), gb, ch > 0)
+    if alpha != 0:
+        for k in prange(c, num_threads=nt, schedule="static"):
+            for f in range(d):
+                gW[k * d + f] = gW[k * d + f] + alpha * W[k * d + f]
+    return total
+
+
+def linear_softmax_ce_gemm(X, double x_scale, coef, intercept, y, sample_weight,
+                           double alpha, grad_coef, grad_intercept, int n_threads=1):
+    """As :func:`linear_softmax_ce`, with the products done by BLAS in fixed tiles.
+
+    The caller keeps BLAS single-threaded (``softmax_fast.kernels._blas``): our own threads
+    share the tiles out.
+    """
+    cdef int tn = _float_typenum(coef, "coef")
+    cdef Py_ssize_t n = _dim(X, 0), d = _dim(coef, 1), c = _dim(coef, 0)
+    cdef bint xu8 = _is_u8(X, tn, n, d)
+    cdef const void *xp = _in(X, cnp.NPY_UINT8 if xu8 else tn, n * d, "X")
+    cdef const void *wp = _in(coef, tn, c * d, "coef")
+    cdef const void *bp = _in(intercept, tn, c, "intercept")
+    cdef const intp_t *yp = <const intp_t *> _in(y, cnp.NPY_INTP, n, "y")
+    cdef const double *w = _weights(sample_weight, n)
+    cdef void *gwp = _out(grad_coef, tn, c * d, "grad_coef")
+    cdef void *gbp = _out(grad_intercept, tn, c, "grad_intercept")
+    cdef double wsum, total, penalty = 0.0
+    _check_indices(yp, n, c, "y")
+    if n == 0:
+        grad_coef[...] = float("nan")
+        grad_intercept[...] = float("nan")
+        return float("nan")
+    cdef Py_ssize_t R = gemm_chunk_rows(n, c)
+    dtype = np.float32 if tn == cnp.NPY_FLOAT32 else np.float64
+    Z = np.empty(R * c, dtype=dtype)
+    Xf = np.empty(R * d if xu8 else 1, dtype=dtype)
+    cdef double[::1] block_loss = np.empty(R)
+    cdef int nt = _n_workers(n_threads, n * c * d, LIN_GRAIN)
+    cdef float[::1] zf, xff
+    cdef double[::1] zd, xfd
+    if tn == cnp.NPY_FLOAT32:
+        zf, xff = Z, Xf
+        with nogil:
+            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
+            total = _linear_gemm(xp, xu8, n, d, c, <float> x_scale, <const float *> wp,
+                                 <const float *> bp, yp, w, wsum, <float> alpha, <float *> gwp,
+                                 <float *> gbp, &zf[0], &xff[0], &block_loss[0], nt)
+            if alpha != 0.0:
+                penalty = 0.5 * alpha * sf_sumsq_f32(<const float *> wp, c * d)
+    else:
+        zd, xfd = Z, Xf
+        with nogil:
+            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
+            total = _linear_gemm(xp, xu8, n, d, c, x_scale, <const double *> wp,
+                                 <const double *> bp, yp, w, wsum, alpha, <double *> gwp,
+                                 <double *> gbp, &zd[0], &xfd[0], &block_loss[0], nt)
+            if alpha != 0.0:
+                penalty = 0.5 * alpha * sf_sumsq_f64(<const double *> wp, c * d)
+    return total / wsum + penalty
+
+
+# ------------------------------------------------------------------ SGD with large minibatches
+cdef void _update_tile(floating *W, floating *V, const floating *g, Py_ssize_t d,
+                       Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t f0, Py_ssize_t f1,
+                       bint has_data, floating lr, floating alpha, floating momentum,
+                       bint nesterov) noexcept nogil:
+    """Momentum step on one tile: g is the tile of x_scale G^T X (unused without data)."""
+    cdef Py_ssize_t k, f, q
+    cdef floating gr
+    for k in range(k0, k1):
+        for f in range(f0, f1):
+            q = k * d + f
+            gr = g[q] + alpha * W[q] if has_data else alpha * W[q]
+            V[q] = momentum * V[q] - lr * gr
+            W[q] = W[q] + (momentum * V[q] - lr * gr if nesterov else V[q])
+
+
+cdef void _decay_tile(floating *W, Py_ssize_t d, Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t f0,
+                      Py_ssize_t f1, floating factor) noexcept nogil:
+    """W *= factor on one tile (a minibatch of zero weight keeps only the L2 step)."""
+    cdef Py_ssize_t k, f
+    for k in range(k0, k1):
+        for f in range(f0, f1):
+            W[k * d + f] = W[k * d + f] * factor
+
+
+cdef void _bias_step(floating *b, floating *Vb, const floating *G, Py_ssize_t nr,
+                     Py_ssize_t c, Py_ssize_t k0, Py_ssize_t k1, bint has_data, floating lr,
+                     floating momentum, bint nesterov, floating *gsum) noexcept nogil:
+    """b[k0:k1] takes its step along the column sums of G (the bias is not penalised)."""
+    cdef Py_ssize_t k
+    cdef floating gr
+    if has_data:
+        _column_sums(G, nr, c, k0, k1, gsum, False)
+    for k in range(k0, k1):
+        gr = gsum[k] if has_data else 0
+        if momentum == 0:
+            b[k] = b[k] - lr * gr
+        else:
+            Vb[k] = momentum * Vb[k] - lr * gr
+            b[k] = b[k] + (momentum * Vb[k] - lr * gr if nesterov else Vb[k])
+
+
+cdef void _batch_rows(const void *X, bint xu8, Py_ssize_t d, const intp_t *y, const double *w,
+                      const intp_t *order, Py_ssize_t r0, Py_ssize_t nr, floating *Xb,
+                      intp_t *yb, double *wb, int nt) noexcept nogil:
+    """The minibatch order[r0:r0 + nr] made contiguous: rows as floats, labels, weights."""
+    cdef Py_ssize_t i
+    if xu8:
+        _rows_to_float(<const uint8_t *> X, d, order, r0, nr, Xb, nt)
+    else:
+        _gather_rows(<const floating *> X, d, order, r0, nr, Xb, nt)
+    for i in range(nr):
+        yb[i] = y[order[r0 + i]]
+        wb[i] = 1.0 if w == NULL else w[order[r0 + i]]
+
+
+cdef double _sgd_gemm(
+    const void *X, bint xu8, Py_ssize_t d, Py_ssize_t c, floating x_scale,
+    const intp_t *y, const double *w, const intp_t *order, Py_ssize_t n,
+    floating *W, floating *b, floating *VW, floating *Vb, floating lr, floating alpha,
+    floating momentum, bint nesterov, Py_ssize_t bs, const double *batch_wsum,
+    floating *Z, floating *Xb, floating *gbuf, floating *gsum, intp_t *yb, double *wb,
+    double *block_loss, int nt,
+) noexcept nogil:
+    """All minibatches of one epoch with the products in BLAS tiles; returns sum_i w_i l_i."""
+    cdef Py_ssize_t nb = (n + bs - 1) // bs, bt, r0, nr, t, k0, k1, f0, f1
+    cdef Py_ssize_t ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
+    cdef Py_ssize_t ntf = (d + GEMM_FEATURE_TILE - 1) // GEMM_FEATURE_TILE
+    cdef double total = 0.0
+    cdef bint has_data
+    for bt in range(nb):
+        r0 = bt * bs
+        nr = min(bs, n - r0)
+        has_data = batch_wsum[bt] > 0
+        if has_data:
+            _batch_rows(X, xu8, d, y, w, order, r0, nr, Xb, yb, wb, nt)
+            _logits_phase(Xb, d, nr, d, c, W, b, x_scale, Z, nt)
+            total += _softmax_phase(Z, nr, c, yb, wb if w != NULL else NULL,
+                                    1.0 / batch_wsum[bt], block_loss, nt)
+        for t in prange(ntk * ntf, num_threads=sf_governed_threads(nt), schedule="dynamic"):
+            k0 = (t // ntf) * GEMM_CLASS_TILE
+            k1 = min(c, k0 + GEMM_CLASS_TILE)
+            f0 = (t % ntf) * GEMM_FEATURE_TILE
+            f1 = min(d, f0 + GEMM_FEATURE_TILE)
+            if momentum == 0 and has_data:
+                # W <- (1 - lr alpha) W - lr x_scale G^T X_b, one product per tile
+                _gradient_tile(Xb, d, nr, d, c, Z, k0, k1, f0, f1, -lr * x_scale,
+                               1 - lr * alpha, W)
+            elif momentum == 0:
+                _decay_tile(W, d, k0, k1, f0, f1, 1 - lr * alpha)
+            else:
+                if has_data:
+                    _gradient_tile(Xb, d, nr, d, c, Z, k0, k1, f0, f1, x_scale, 0, gbuf)
+                _update_tile(W, VW, gbuf, d, k0, k1, f0, f1, has_data, lr, alpha, momentum,
+                             nesterov)
+            if f0 == 0:
+                _bias_step(b, Vb, Z, nr, c, k0, k1, has_data, lr, momentum, nesterov, gsum)
+    return total
+
+
+def sgd_epoch_gemm(X, double x_scale, y, sample_weight, order, coef, intercept, velocity_coef,
+                   velocity_intercept, double lr, double alpha, double momentum, bint nesterov,
+                   Py_ssize_t batch_size, int n_threads=1):
+    """As :func:`sgd_epoch`, with each minibatch's products done by BLAS in fixed tiles.
+
+    The caller keeps BLAS single-threaded (``softmax_fast.kernels._blas``).
+    """
+    cdef int tn = _float_typenum(coef, "coef")
+    cdef Py_ssize_t n_data = _dim(X, 0), d = _dim(coef, 1), c = _dim(coef, 0)
+    cdef Py_ssize_t n = _dim(order, 0), bs = batch_size
+    cdef bint xu8 = _is_u8(X, tn, n_data, d)
+    cdef const void *xp = _in(X, cnp.NPY_UINT8 if xu8 else tn, n_data * d, "X")
+    cdef const intp_t *yp = <const intp_t *> _in(y, cnp.NPY_INTP, n_data, "y")
+    cdef const intp_t *op = <const intp_t *> _in(order, cnp.NPY_INTP, n, "order")
+    cdef const double *w = _weights(sample_weight, n_data)
+    cdef void *wp = _out(coef, tn, c * d, "coef")
+    cdef void *bp = _out(intercept, tn, c, "intercept")
+    cdef void *vwp = _out(velocity_coef, tn, c * d, "velocity_coef")
+    cdef void *vbp = _out(velocity_intercept, tn, c, "velocity_intercept")
+    cdef double total, wtotal
+    _check_indices(yp, n_data, c, "y")
+    _check_indices(op, n, n_data, "order")
+    if n == 0:
+        return 0.0
+    if bs < 1:
+        raise ValueError(f"batch_size must be >= 1, got {bs}")
+    bs = min(bs, n)
+    cdef double[::1] batch_wsum = _batch_weight_sums(w, op, n, bs)
+    wtotal = _ordered_sum(batch_wsum)
+    dtype = np.float32 if tn == cnp.NPY_FLOAT32 else np.float64
+    bufs = [np.empty(size, dtype=dtype) for size in (bs * c, bs * d, c * d if momentum else 1, c)]
+    cdef intp_t[::1] yb = np.empty(bs, dtype=np.intp)
+    cdef double[::1] wb = np.empty(bs)
+    cdef double[::1] block_loss = np.empty(bs)
+    cdef int nt = _n_workers(n_threads, bs * c * d, LIN_GRAIN)
+    cdef float[::1] f0, f1, f2, f3
+    cdef double[::1] d0, d1, d2, d3
+    if tn == cnp.NPY_FLOAT32:
+        f0, f1, f2, f3 = bufs
+        with nogil:
+            total = _sgd_gemm(xp, xu8, d, c, <float> x_scale, yp, w, op, n, <float *> wp,
+                              <float *> bp, <float *> vwp, <float *> vbp, <float> lr,
+                              <float> alpha, <float> momentum, nesterov, bs, &batch_wsum[0],
+                              &f0[0], &f1[0], &f2[0], &f3[0], &yb[0], &wb[0], &block_loss[0],
+                              nt)
+    else:
+        d0, d1, d2, d3 = bufs
+        with nogil:
+            total = _sgd_gemm(xp, xu8, d, c, x_scale, yp, w, op, n, <double *> wp,
+                              <double *> bp, <double *> vwp, <double *> vbp, lr, alpha,
+                              momentum, nesterov, bs, &batch_wsum[0], &d0[0], &d1[0], &d2[0],
+                              &d3[0], &yb[0], &wb[0], &block_loss[0], nt)
+    return total / wtotal if wtotal > 0 else 0.0

@@ -1,0 +1,73 @@
+"""The busy-machine governor of the Numba kernels: never slower with threads than with one.
+
+When another program keeps a core busy, a partner thread is descheduled for whole time slices
+(milliseconds) and every parallel region waits for it. The Cython kernels watch their own
+barriers (``_sf_simd.h``); the Numba ones are watched from here, at two levels:
+
+* within a call, kernels with many regions (an SGD epoch: one per minibatch) time each region
+  (``_numba_math.watch_region``) and finish on one thread after repeated stalls;
+* across calls, every call through ``numba_backend._call`` is timed: one that ran far slower
+  per unit of work than the fastest call of its kind, or a kernel that fell back mid-call,
+  makes the next calls run on one thread for a back-off period (0.05 s, doubled while the
+  machine stays busy, up to 8 s), after which the threads are tried again.
+
+Results never depend on the thread count (fixed tiles and orders), so the governor changes
+speed only. An idle machine never triggers it: its calls stay within a few times the fastest.
+"""
+
+import threading
+import time
+
+__all__ = ["GOVERNOR", "Governor"]
+
+
+class Governor:
+    """Thread-count advice for one process (shared by all Numba kernels; thread-safe enough:
+    it is a hint, and a race only costs one call's speed)."""
+
+    #: A call this many times slower per unit of work than the fastest of its kind (and at
+    #: least MIN_SECONDS long) waited for a descheduled thread.
+    SLOWDOWN = 4.0
+    MIN_SECONDS = 0.002
+    BACKOFF_MIN, BACKOFF_MAX = 0.05, 8.0
+
+    def __init__(self):
+        self._serial_until = 0.0
+        self._backoff = self.BACKOFF_MIN
+        self._fastest = {}  # (kernel name, threads) -> seconds per unit of work
+        self._lock = threading.Lock()
+
+    def threads(self, n_threads):
+        """``n_threads``, or 1 while the machine is judged busy."""
+        if n_threads > 1 and time.monotonic() < self._serial_until:
+            return 1
+        return n_threads
+
+    def report(self, contended):
+        """A kernel says whether it had to fall back to one thread during its call."""
+        with self._lock:
+            if contended:
+                self._serial_until = time.monotonic() + self._backoff
+                self._backoff = min(2 * self._backoff, self.BACKOFF_MAX)
+            elif time.monotonic() >= self._serial_until:
+                self._backoff = self.BACKOFF_MIN
+
+    def timed(self, kernel, threads, work, args):
+        """Run ``kernel(*args)`` and judge its speed (calls on several threads only)."""
+        if threads <= 1 or work <= 0:
+            return kernel(*args)
+        tic = time.perf_counter()
+        result = kernel(*args)
+        seconds = time.perf_counter() - tic
+        key = (getattr(kernel, "__name__", repr(kernel)), threads)
+        rate = seconds / work
+        with self._lock:
+            fastest = self._fastest.get(key)
+            self._fastest[key] = rate if fastest is None else min(fastest, rate)
+        if fastest is not None and seconds > self.MIN_SECONDS and rate > self.SLOWDOWN * fastest:
+            self.report(True)
+        return result
+
+
+#: The process's governor.
+GOVERNOR = Governor()

@@ -1,0 +1,478 @@
+"""Building blocks of the Numba kernels: exact scalar maths, tiles, row helpers.
+
+Shared by :mod:`softmax_fast.kernels.numba_backend` (dense contract) and the BLAS path
+(:mod:`softmax_fast.kernels._numba_gemm`). The design notes on determinism and accuracy are
+in ``numba_backend``'s docstring; every option set comes from ``_numba_config``.
+"""
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from ._numba_config import FEATURE_BLOCK, JIT, JIT_STRICT
+
+
+# --------------------------------------------------------------------------------------
+# Scalar building blocks
+# --------------------------------------------------------------------------------------
+@intrinsic
+def _i64_as_f64(typingctx, i):
+    """Reinterpret the bits of an int64 as a float64 (vectorisable, unlike frexp/ldexp)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _f64_as_i64(typingctx, x):
+    """Reinterpret the bits of a float64 as an int64."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Hint the CPU to load the cache line holding ``arr[i, j]`` (no effect on results)."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = numba.core.cgutils.get_item_pointer(
+            context, builder, aryty, ary, [args[1], args[2]], wraparound=False
+        )
+        i32 = ir.IntType(32)
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = numba.core.cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read, locality 2 (prefetcht1: L2 and outward; t0 evicted the tile's working set)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _cycles(typingctx):
+    """The CPU's cycle counter (rdtsc / cntvct): cheap timestamps for the busy-machine watch."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = numba.core.cgutils.get_or_insert_function(builder.module, fnty,
+                                                       "llvm.readcyclecounter")
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
+if numba.config.DISABLE_JIT:  # pure-Python fallbacks (debugging with NUMBA_DISABLE_JIT=1)
+
+    def _i64_as_f64(i):  # noqa: F811
+        return np.int64(i).view(np.float64)
+
+    def _f64_as_i64(x):  # noqa: F811
+        return np.float64(x).view(np.int64)
+
+    def _prefetch(arr, i, j):  # noqa: F811
+        pass
+
+    def _cycles():  # noqa: F811
+        import time
+
+        return time.perf_counter_ns()
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+(_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13) = (
+    1.0 / math.factorial(k) for k in range(2, 14)
+)
+_SQRT2 = 1.4142135623730951
+(_LG1, _LG2, _LG3, _LG4, _LG5, _LG6, _LG7) = (  # fdlibm e_log.c
+    6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
+    2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
+    1.479819860511658591e-01,
+)
+
+
+# These two carry only "contract" (see _shifted_minus below for why that protects them from
+# the callers' flags): reassociation would undo the Cody-Waite range reduction.
+@njit(**JIT_STRICT)
+def _exp(x):
+    """exp(x) in float64 for x <= 0 (shifted logits), NaN -> NaN, -inf -> 0.
+
+    1. x = k ln2 + r with k = rint(x / ln2), |r| <= ln2 / 2 (two-part ln2, exact k ln2_hi).
+    2. exp(r) by its Taylor polynomial to degree 13 (truncation < 1e-17 relative).
+    3. 2^k applied as two factors 2^h 2^(k-h) so results in the subnormal range round once.
+    """
+    x = -746.0 if x < -746.0 else x  # below -745.14 the result rounds to 0; NaN passes
+    kf = np.rint(x * _LOG2E)
+    r = (x - kf * _LN2_HI) - kf * _LN2_LO
+    p = _E13
+    p = p * r + _E12
+    p = p * r + _E11
+    p = p * r + _E10
+    p = p * r + _E9
+    p = p * r + _E8
+    p = p * r + _E7
+    p = p * r + _E6
+    p = p * r + _E5
+    p = p * r + _E4
+    p = p * r + _E3
+    p = p * r + _E2
+    p = p * r + 1.0
+    p = p * r + 1.0
+    # clamp what is converted to an integer (NaN -> -1100, harmless: p is NaN then)
+    kc = kf if kf > -1100.0 else -1100.0
+    kc = kc if kc < 1100.0 else 1100.0
+    k = np.int64(kc)
+    h = k >> 1
+    return p * _i64_as_f64((h + 1023) << 52) * _i64_as_f64((k - h + 1023) << 52)
+
+
+@njit(**JIT_STRICT)
+def _log(s):
+    """log(s) in float64 for normal s > 0 (sums of exp, s >= 1); NaN and +inf pass through.
+
+    fdlibm's scheme, written without branches on the data:
+    1. s = 2^e m with m in [sqrt(1/2), sqrt(2)) read from the bits; f = m - 1 (exact).
+    2. log(1 + f) = f - (f^2/2 - t (f^2/2 + R(t^2))), t = f / (2 + f), R a degree-7
+       minimax polynomial in t^2 (|error| < 2^-58.45), plus e ln2 in two parts.
+    """
+    bits = _f64_as_i64(s)
+    e = ((bits >> 52) & 0x7FF) - 1023
+    m = _i64_as_f64((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > _SQRT2
+    m = m * 0.5 if big else m
+    ef = np.float64(e + 1 if big else e)
+    f = m - 1.0
+    hfsq = 0.5 * f * f
+    t = f / (2.0 + f)
+    z = t * t
+    r = _LG7
+    r = r * z + _LG6
+    r = r * z + _LG5
+    r = r * z + _LG4
+    r = r * z + _LG3
+    r = r * z + _LG2
+    r = r * z + _LG1
+    r = r * z
+    res = ef * _LN2_HI - ((hfsq - (t * (hfsq + r) + ef * _LN2_LO)) - f)
+    return res if s < np.inf else s  # NaN (comparison false) and +inf pass through
+
+
+# Strict order. Numba adds the caller's fastmath flags to every float instruction that has
+# none, inlined callees included, and with "reassoc" LLVM rewrites (z - m) - lse as
+# z - (m + lse): the precision loss of PyTorch #11752. Instructions that already carry a flag
+# ("contract", harmless here) are left alone, so these helpers keep their order.
+@njit(**JIT_STRICT)
+def _shifted_minus(a, m, b):
+    """(a - m) - b in this order."""
+    return (a - m) - b
+
+
+@njit(**JIT_STRICT)
+def _ce_term(lse, zy, m):
+    """lse - (zy - m) in this order: the loss of one row."""
+    return lse - (zy - m)
+
+
+# --------------------------------------------------------------------------------------
+# Tiling helpers
+# --------------------------------------------------------------------------------------
+@njit(**JIT)
+def _feature_blocks(d):
+    """Edges of the fixed feature blocks: about FEATURE_BLOCK wide, multiples of 16."""
+    nfb = max(1, (d + FEATURE_BLOCK // 2) // FEATURE_BLOCK)
+    q = (d + 15) // 16
+    nfb = min(nfb, q) if d > 0 else 1
+    edges = np.empty(nfb + 1, dtype=np.intp)
+    for j in range(nfb + 1):
+        edges[j] = min(d, 16 * ((q * j) // nfb))
+    edges[nfb] = d
+    return edges
+
+
+# --------------------------------------------------------------------------------------
+# Matrix-product tiles (working dtype, vectorised along the features)
+# --------------------------------------------------------------------------------------
+@njit(**JIT)
+def _forward_tile(A, rows, f0, f1, W, k0, k1, P, p0, ahead):
+    """P[p0 + r, k] = sum_{f0 <= f < f1} A[rows[r], f] W[k, f] for k in [k0, k1).
+
+    Tiles of 4 rows x 4 classes: 8 vector loads feed 16 FMAs; each accumulator is a
+    vectorised (reassociated) reduction along the features, fixed by the tile shape. Ragged
+    edges recompute the last row/class (same value written twice). While a group of rows is
+    computed, the rows ``ahead[r]`` (the next tile or batch) are prefetched over [f0, f1).
+    """
+    nr = rows.shape[0]
+    na = ahead.shape[0]
+    m = f1 - f0
+    step = max(1, 64 // A.itemsize)  # elements per cache line
+    zero = W.dtype.type(0)
+    r = 0
+    while r < nr:
+        for q in range(r, min(r + 4, na)):
+            rq = ahead[q]
+            for f in range(f0, f1, step):
+                _prefetch(A, rq, f)
+        ra = r
+        rb = min(r + 1, nr - 1)
+        rc = min(r + 2, nr - 1)
+        rd = min(r + 3, nr - 1)
+        x0 = A[rows[ra], f0:f1]
+        x1 = A[rows[rb], f0:f1]
+        x2 = A[rows[rc], f0:f1]
+        x3 = A[rows[rd], f0:f1]
+        k = k0
+        while k < k1:
+            kb = min(k + 1, k1 - 1)
+            kc = min(k + 2, k1 - 1)
+            kd = min(k + 3, k1 - 1)
+            w0 = W[k, f0:f1]
+            w1 = W[kb, f0:f1]
+            w2 = W[kc, f0:f1]
+            w3 = W[kd, f0:f1]
+            a00 = a01 = a02 = a03 = zero
+            a10 = a11 = a12 = a13 = zero
+            a20 = a21 = a22 = a23 = zero
+            a30 = a31 = a32 = a33 = zero
+            for f in range(m):
+                u0 = x0[f]
+                u1 = x1[f]
+                u2 = x2[f]
+                u3 = x3[f]
+                v0 = w0[f]
+                v1 = w1[f]
+                v2 = w2[f]
+                v3 = w3[f]
+                a00 += u0 * v0
+                a01 += u0 * v1
+                a02 += u0 * v2
+                a03 += u0 * v3
+                a10 += u1 * v0
+                a11 += u1 * v1
+                a12 += u1 * v2
+                a13 += u1 * v3
+                a20 += u2 * v0
+                a21 += u2 * v1
+                a22 += u2 * v2
+                a23 += u2 * v3
+                a30 += u3 * v0
+                a31 += u3 * v1
+                a32 += u3 * v2
+                a33 += u3 * v3
+            P[p0 + ra, k] = a00
+            P[p0 + ra, kb] = a01
+            P[p0 + ra, kc] = a02
+            P[p0 + ra, kd] = a03
+            P[p0 + rb, k] = a10
+            P[p0 + rb, kb] = a11
+            P[p0 + rb, kc] = a12
+            P[p0 + rb, kd] = a13
+            P[p0 + rc, k] = a20
+            P[p0 + rc, kb] = a21
+            P[p0 + rc, kc] = a22
+            P[p0 + rc, kd] = a23
+            P[p0 + rd, k] = a30
+            P[p0 + rd, kb] = a31
+            P[p0 + rd, kc] = a32
+            P[p0 + rd, kd] = a33
+            k += 4
+        r += 4
+
+
+@njit(**JIT)
+def _backward_tile(A, rows, f0, f1, G, g0, k0, k1, Out, o0):
+    """Out[k, o0 + (f - f0)] += sum_r G[g0 + r, k] A[rows[r], f] for k in [k0, k1), f in [f0, f1).
+
+    Groups of 4 rows x 4 classes: the 16 coefficients G stay in registers, 4 row loads and
+    4 accumulator loads/stores feed 16 FMAs (8 rows x 2 classes spilled the coefficients and
+    ran at half this speed). Rows are added in a fixed order: groups of 4, then the rest.
+    """
+    nr = rows.shape[0]
+    m = f1 - f0
+    r = 0
+    while r + 4 <= nr:
+        x0 = A[rows[r], f0:f1]
+        x1 = A[rows[r + 1], f0:f1]
+        x2 = A[rows[r + 2], f0:f1]
+        x3 = A[rows[r + 3], f0:f1]
+        gr = g0 + r
+        k = k0
+        while k + 4 <= k1:
+            oa = Out[k, o0:o0 + m]
+            ob = Out[k + 1, o0:o0 + m]
+            oc = Out[k + 2, o0:o0 + m]
+            od = Out[k + 3, o0:o0 + m]
+            a0, a1, a2, a3 = G[gr, k], G[gr + 1, k], G[gr + 2, k], G[gr + 3, k]
+            b0, b1, b2, b3 = G[gr, k + 1], G[gr + 1, k + 1], G[gr + 2, k + 1], G[gr + 3, k + 1]
+            c0, c1, c2, c3 = G[gr, k + 2], G[gr + 1, k + 2], G[gr + 2, k + 2], G[gr + 3, k + 2]
+            d0, d1, d2, d3 = G[gr, k + 3], G[gr + 1, k + 3], G[gr + 2, k + 3], G[gr + 3, k + 3]
+            for f in range(m):
+                v0 = x0[f]
+                v1 = x1[f]
+                v2 = x2[f]
+                v3 = x3[f]
+                oa[f] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+                ob[f] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+                oc[f] += (c0 * v0 + c1 * v1) + (c2 * v2 + c3 * v3)
+                od[f] += (d0 * v0 + d1 * v1) + (d2 * v2 + d3 * v3)
+            k += 4
+        while k + 2 <= k1:
+            oa = Out[k, o0:o0 + m]
+            ob = Out[k + 1, o0:o0 + m]
+            a0, a1, a2, a3 = G[gr, k], G[gr + 1, k], G[gr + 2, k], G[gr + 3, k]
+            b0, b1, b2, b3 = G[gr, k + 1], G[gr + 1, k + 1], G[gr + 2, k + 1], G[gr + 3, k + 1]
+            for f in range(m):
+                v0 = x0[f]
+                v1 = x1[f]
+                v2 = x2[f]
+                v3 = x3[f]
+                oa[f] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3)
+                ob[f] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3)
+            k += 2
+        if k < k1:
+            oa = Out[k, o0:o0 + m]
+            a0, a1, a2, a3 = G[gr, k], G[gr + 1, k], G[gr + 2, k], G[gr + 3, k]
+            for f in range(m):
+                oa[f] += (a0 * x0[f] + a1 * x1[f]) + (a2 * x2[f] + a3 * x3[f])
+        r += 4
+    while r < nr:
+        x0 = A[rows[r], f0:f1]
+        for k in range(k0, k1):
+            oa = Out[k, o0:o0 + m]
+            a0 = G[g0 + r, k]
+            for f in range(m):
+                oa[f] += a0 * x0[f]
+        r += 1
+
+
+# --------------------------------------------------------------------------------------
+# One row of softmax statistics (float64)
+# --------------------------------------------------------------------------------------
+@njit(**JIT)
+def _row_max(z):
+    """max_k z_k in float64, skipping NaN (the comparison is false); -inf if all are -inf/NaN.
+
+    Eight independent running maxima: one select chain would cost its latency per element.
+    """
+    c = z.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = -np.inf
+    k = 0
+    while k + 8 <= c:
+        v0 = np.float64(z[k])
+        v1 = np.float64(z[k + 1])
+        v2 = np.float64(z[k + 2])
+        v3 = np.float64(z[k + 3])
+        v4 = np.float64(z[k + 4])
+        v5 = np.float64(z[k + 5])
+        v6 = np.float64(z[k + 6])
+        v7 = np.float64(z[k + 7])
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+        m4 = v4 if v4 > m4 else m4
+        m5 = v5 if v5 > m5 else m5
+        m6 = v6 if v6 > m6 else m6
+        m7 = v7 if v7 > m7 else m7
+        k += 8
+    while k < c:
+        v0 = np.float64(z[k])
+        m0 = v0 if v0 > m0 else m0
+        k += 1
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    m4 = m5 if m5 > m4 else m4
+    m6 = m7 if m7 > m6 else m6
+    m0 = m2 if m2 > m0 else m0
+    m4 = m6 if m6 > m4 else m4
+    return m4 if m4 > m0 else m0
+
+
+@njit(**JIT)
+def _row_exp(z, e):
+    """Return (max, sum exp(z - max)) of the row ``z`` and write exp(z - max) into ``e``.
+
+    The max skips NaN (the comparison is false); a NaN still reaches the sum through exp.
+    """
+    c = z.shape[0]
+    m = _row_max(z)
+    if c > 0 and m == -np.inf:
+        m = np.float64(z[0])  # all -inf (or NaN): -inf - -inf makes the sum NaN as it must
+    for k in range(c):
+        e[k] = _exp(np.float64(z[k]) - m)
+    # A separate, load-only loop: a reduction in a loop that also stores gets a runtime alias
+    # check, and its scalar fallback (taken when two buffers happen to lie close in memory)
+    # sums in another order - results would depend on the heap layout.
+    s = 0.0
+    for k in range(c):
+        s += e[k]
+    return m, s
+
+
+@njit(**JIT)
+def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
+    """Rows [q0, q1) of a chunk starting at data row r0: G = w_i / sum(w) (p - onehot).
+
+    Returns sum_i w_i l_i over the rows, in row order.
+    """
+    c = Z.shape[1]
+    e = np.empty(c, dtype=np.float64)
+    acc = 0.0
+    for r in range(q0, q1):
+        i = r0 + r
+        yi = y[i]
+        mx, s = _row_exp(Z[r], e)
+        wi = sample_weight[i] if has_weight else 1.0
+        acc += wi * _ce_term(_log(s), Z[r, yi], mx)
+        scale = wi * inv_wsum
+        inv_s = 1.0 / s
+        gr = G[r]
+        for k in range(c):
+            gr[k] = (e[k] * inv_s) * scale
+        gr[yi] = (e[yi] * inv_s - 1.0) * scale
+    return acc
+
+
+# --------------------------------------------------------------------------------------
+# Busy machines: a team that waits on a descheduled thread falls back to one thread
+# --------------------------------------------------------------------------------------
+#: A parallel region this many times slower than the fastest seen, and at least
+#: WATCH_MIN_CYCLES long, waited for a descheduled thread (an idle machine: < 3x).
+WATCH_SLOWDOWN = 40
+WATCH_MIN_CYCLES = 500_000
+#: Stalls among the regions of one call that make the team fall back to one thread.
+WATCH_STALLS = 2
+
+
+@njit(**JIT)
+def watch_region(watch, cycles):
+    """Account one parallel region of ``cycles``; return True when the team should stop and
+    leave the rest of the call to one thread (``watch``: int64[3] = fastest region, stalls,
+    fallen back). Jitted code cannot change its own thread count and stay cacheable, so the
+    kernel returns where it stopped and the Python wrapper resumes it on one thread."""
+    if watch[2]:
+        return True
+    if watch[0] == 0 or cycles < watch[0]:
+        watch[0] = cycles
+    elif cycles > WATCH_SLOWDOWN * watch[0] and cycles > WATCH_MIN_CYCLES:
+        watch[1] += 1
+        if watch[1] >= WATCH_STALLS:
+            watch[2] = 1
+            return True
+    return False

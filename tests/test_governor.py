@@ -1,0 +1,50 @@
+"""The busy-machine governor of the Numba kernels (kernels/_governor.py) on its own."""
+
+import time
+
+import pytest
+
+from softmax_fast.kernels._governor import Governor
+
+
+def test_a_reported_contention_runs_one_thread_for_a_growing_while(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    gov = Governor()
+    assert gov.threads(4) == 4
+    gov.report(True)
+    assert gov.threads(4) == 1 and gov.threads(1) == 1
+    clock[0] += Governor.BACKOFF_MIN + 0.01
+    assert gov.threads(4) == 4  # the threads are tried again after the back-off ...
+    gov.report(True)
+    clock[0] += Governor.BACKOFF_MIN + 0.01
+    assert gov.threads(4) == 1  # ... which doubled, the machine still being busy
+    clock[0] += Governor.BACKOFF_MIN + 0.01
+    assert gov.threads(4) == 4
+    gov.report(False)  # a clean parallel call resets it
+    gov.report(True)
+    clock[0] += Governor.BACKOFF_MIN + 0.01
+    assert gov.threads(4) == 4
+
+
+def test_a_call_far_slower_than_its_fastest_reports_contention():
+    gov = Governor()
+
+    def kernel(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    assert gov.timed(kernel, 2, 1000, (0.003,)) == 0.003  # the baseline
+    gov.timed(kernel, 2, 1000, (0.004,))  # within the slack: nothing
+    assert gov.threads(2) == 2
+    gov.timed(kernel, 2, 1000, (0.05,))  # 16x slower per unit of work
+    assert gov.threads(2) == 1
+    assert gov.timed(kernel, 1, 1000, (0.001,)) == 0.001  # one thread: never judged
+
+
+@pytest.mark.parametrize("work", [0, -1])
+def test_calls_without_work_are_not_judged(work):
+    gov = Governor()
+    gov.timed(lambda: None, 2, work, ())
+    gov.timed(time.sleep, 2, work, (0.01,))
+    assert gov.threads(2) == 2
