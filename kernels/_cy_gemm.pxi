@@ -10,7 +10,7 @@
 #   for uint8 X, the chunk's rows as floats), never n x c.
 # * Determinism: every product is cut into tiles whose shape depends only on (n, d, c) —
 #   GEMM_ROW_TILE rows x GEMM_CLASS_TILE classes for the logits, GEMM_CLASS_TILE classes x
-#   GEMM_FEATURE_TILE features for the gradient — and each tile is one BLAS call on the
+#   gemm_feature_tile(d, c) features for the gradient — and each tile is one BLAS call on the
 #   calling thread (the Python wrapper keeps BLAS single-threaded). A tile's numbers are the
 #   same whichever thread runs it, gradient tiles accumulate over chunks in chunk order and
 #   losses are summed in block order, so results are bitwise identical for any n_threads.
@@ -28,7 +28,11 @@ cdef enum:
     GEMM_MAX_ROWS = 2048          # rows per chunk at most
     GEMM_ROW_TILE = 512           # rows of one logits tile
     GEMM_CLASS_TILE = 512         # classes of one logits / gradient tile
-    GEMM_FEATURE_TILE = 512       # features of one gradient tile
+    GEMM_FEATURE_TILE = 512       # features of one gradient tile at most
+    GEMM_MIN_FEATURE_TILE = 64    # ... and at least
+    # gradient tiles per product at least (when d allows): with one 100 x 512 tile, a
+    # probe's dW ran on one thread
+    GEMM_MIN_GRAD_TILES = 8
 
 
 cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha,
@@ -51,6 +55,23 @@ cdef Py_ssize_t gemm_chunk_rows(Py_ssize_t n, Py_ssize_t c) noexcept nogil:
     if r > GEMM_MAX_ROWS:
         r = GEMM_MAX_ROWS
     return r if r < n else n
+
+
+cdef Py_ssize_t gemm_feature_tile(Py_ssize_t d, Py_ssize_t c) noexcept nogil:
+    """Features per gradient tile: GEMM_FEATURE_TILE, narrowed (a multiple of 16, at least
+    GEMM_MIN_FEATURE_TILE) until dW has GEMM_MIN_GRAD_TILES tiles for the threads to share.
+
+    Depends on (d, c) only, never on the thread count: the tiles, and so the bits, are the
+    same for any n_threads.
+    """
+    cdef Py_ssize_t ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
+    cdef Py_ssize_t want = (GEMM_MIN_GRAD_TILES + ntk - 1) // ntk
+    cdef Py_ssize_t tile = ((d + want - 1) // want + 15) // 16 * 16
+    if tile < GEMM_MIN_FEATURE_TILE:
+        tile = GEMM_MIN_FEATURE_TILE
+    if tile > GEMM_FEATURE_TILE:
+        tile = GEMM_FEATURE_TILE
+    return tile
 
 
 cdef void _logits_tile(const floating *xs, Py_ssize_t ldx, Py_ssize_t i0, Py_ssize_t i1,
@@ -172,7 +193,8 @@ cdef double _linear_gemm(
     """
     cdef Py_ssize_t R = gemm_chunk_rows(n, c), ch, r0, nr, t, k0, f0, k, f
     cdef Py_ssize_t ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
-    cdef Py_ssize_t ntf = (d + GEMM_FEATURE_TILE - 1) // GEMM_FEATURE_TILE
+    cdef Py_ssize_t ft = gemm_feature_tile(d, c)
+    cdef Py_ssize_t ntf = (d + ft - 1) // ft
     cdef double total = 0.0
     cdef const floating *xs
     for ch in range((n + R - 1) // R):
@@ -187,9 +209,9 @@ cdef double _linear_gemm(
         total += _softmax_phase(Z, nr, c, y + r0, _offset(w, r0), 1.0 / wsum, block_loss, nt)
         for t in prange(ntk * ntf, num_threads=sf_governed_threads(nt), schedule="dynamic"):
             k0 = (t // ntf) * GEMM_CLASS_TILE
-            f0 = (t % ntf) * GEMM_FEATURE_TILE
+            f0 = (t % ntf) * ft
             _gradient_tile(xs, d, nr, d, c, Z, k0, min(c, k0 + GEMM_CLASS_TILE), f0,
-                           min(d, f0 + GEMM_FEATURE_TILE), x_scale, 0 if ch == 0 else 1, gW)
+                           min(d, f0 + ft), x_scale, 0 if ch == 0 else 1, gW)
             if f0 == 0:
                 _column_sums(Z, nr, c, k0, min(c, k0 + GEMM_CLASS_TILE), gb, ch > 0)
     if alpha != 0:
@@ -318,7 +340,8 @@ cdef double _sgd_gemm(
     """All minibatches of one epoch with the products in BLAS tiles; returns sum_i w_i l_i."""
     cdef Py_ssize_t nb = (n + bs - 1) // bs, bt, r0, nr, t, k0, k1, f0, f1
     cdef Py_ssize_t ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
-    cdef Py_ssize_t ntf = (d + GEMM_FEATURE_TILE - 1) // GEMM_FEATURE_TILE
+    cdef Py_ssize_t ft = gemm_feature_tile(d, c)
+    cdef Py_ssize_t ntf = (d + ft - 1) // ft
     cdef double total = 0.0
     cdef bint has_data
     for bt in range(nb):
@@ -333,8 +356,8 @@ cdef double _sgd_gemm(
         for t in prange(ntk * ntf, num_threads=sf_governed_threads(nt), schedule="dynamic"):
             k0 = (t // ntf) * GEMM_CLASS_TILE
             k1 = min(c, k0 + GEMM_CLASS_TILE)
-            f0 = (t % ntf) * GEMM_FEATURE_TILE
-            f1 = min(d, f0 + GEMM_FEATURE_TILE)
+            f0 = (t % ntf) * ft
+            f1 = min(d, f0 + ft)
             if momentum == 0 and has_data:
                 # W <- (1 - lr alpha) W - lr x_scale G^T X_b, one product per tile
                 _gradient_tile(Xb, d, nr, d, c, Z, k0, k1, f0, f1, -lr * x_scale,

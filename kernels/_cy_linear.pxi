@@ -56,6 +56,8 @@ cdef double _linear(
     cdef Py_ssize_t R = LIN_ELEMS // c
     if R > LIN_ROWS:
         R = LIN_ROWS
+    if R * d * (1 if xu8 else sizeof(floating)) > LIN_X_BYTES:
+        R = LIN_X_BYTES // (d * (1 if xu8 else sizeof(floating)))
     if R < 1:
         R = 1
     cdef Py_ssize_t nchunk = (n + R - 1) // R, ch, r0, nr, k0, k1

@@ -44,6 +44,10 @@ GEMM_MAX_ROWS = 2048
 GEMM_ROW_TILE = 512
 GEMM_CLASS_TILE = 512
 GEMM_FEATURE_TILE = 512
+#: the gradient's feature tiles are narrowed (to GEMM_MIN_FEATURE_TILE at most) until dW has
+#: GEMM_MIN_GRAD_TILES tiles for the threads to share (one 100 x 512 tile ran on one thread)
+GEMM_MIN_FEATURE_TILE = 64
+GEMM_MIN_GRAD_TILES = 8
 #: most models one thread of the multi-model epoch trains side by side (one gather of each
 #: minibatch serves them all); the grouping never changes a model's numbers
 MULTI_MODELS_PER_TASK = 8

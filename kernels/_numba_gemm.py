@@ -3,7 +3,7 @@
 The same design as the Cython one (``_cy_gemm.pxi``): rows in chunks of R (R x c <=
 GEMM_CHUNK_ELEMS), logits = x_scale X_chunk W^T + b by BLAS in fixed tiles
 (GEMM_ROW_TILE x GEMM_CLASS_TILE), the fused softmax-CE sweep in place (float64 sums), then
-dW (+)= x_scale G^T X_chunk in fixed tiles (GEMM_CLASS_TILE x GEMM_FEATURE_TILE). Tiles are
+dW (+)= x_scale G^T X_chunk in fixed tiles (GEMM_CLASS_TILE x feature_tile(d, c)). Tiles are
 spread over the threads by ``prange`` with a chunk size of one (dynamic: a core busy with
 another program takes fewer), each tile one BLAS call on the calling thread, so results are
 bitwise identical for any ``n_threads``. SGD with large minibatches takes each batch through
@@ -18,6 +18,8 @@ from ._numba_config import (
     GEMM_CLASS_TILE,
     GEMM_FEATURE_TILE,
     GEMM_MAX_ROWS,
+    GEMM_MIN_FEATURE_TILE,
+    GEMM_MIN_GRAD_TILES,
     GEMM_ROW_TILE,
     JIT,
     PJIT,
@@ -34,6 +36,17 @@ def chunk_rows(n, c):
     r = (GEMM_CHUNK_ELEMS // max(c, 1)) // 16 * 16
     r = min(max(r, 16), GEMM_MAX_ROWS)
     return min(r, max(n, 1))
+
+
+@njit(**JIT)
+def feature_tile(d, c):
+    """Features per gradient tile: GEMM_FEATURE_TILE, narrowed (a multiple of 16, at least
+    GEMM_MIN_FEATURE_TILE) until dW has GEMM_MIN_GRAD_TILES tiles; (d, c) only, as Cython's
+    ``gemm_feature_tile``, so the tiles (and the bits) never depend on the thread count."""
+    ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
+    want = (GEMM_MIN_GRAD_TILES + ntk - 1) // ntk
+    tile = ((d + want - 1) // want + 15) // 16 * 16
+    return min(max(tile, GEMM_MIN_FEATURE_TILE), GEMM_FEATURE_TILE)
 
 
 @njit(**PJIT)
@@ -102,12 +115,13 @@ def _gradient_phase(xs, x0, nr, Z, out, scale, beta):
     c, d = out.shape
     zf, of = Z.ravel(), out.ravel()
     ntk = (c + GEMM_CLASS_TILE - 1) // GEMM_CLASS_TILE
-    ntf = (d + GEMM_FEATURE_TILE - 1) // GEMM_FEATURE_TILE
+    ft = feature_tile(d, c)
+    ntf = (d + ft - 1) // ft
     for t in prange(ntk * ntf):
         k0 = (t // ntf) * GEMM_CLASS_TILE
         k1 = min(c, k0 + GEMM_CLASS_TILE)
-        f0 = (t % ntf) * GEMM_FEATURE_TILE
-        f1 = min(d, f0 + GEMM_FEATURE_TILE)
+        f0 = (t % ntf) * ft
+        f1 = min(d, f0 + ft)
         # column-major: out^T (f x k) = xs^T (f x i) Z (i x k)
         gemm(ord("N"), ord("T"), f1 - f0, k1 - k0, nr, scale, xs[x0 + f0:], d, zf[k0:], c,
              beta, of[k0 * d + f0:], d)

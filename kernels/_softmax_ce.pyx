@@ -21,8 +21,12 @@ Design
   and velocities, which therefore never move between cores. Logits are double-buffered, so
   one barrier per chunk suffices. Every output element is computed by the same operations
   in the same order whatever T is (see _sf_linear_impl.h).
-* linear_softmax_ce walks the rows in chunks of at most 1024 rows and 65536 logits, so its
-  extra memory is O(chunk x threads) even for 32,000 classes.
+* linear_softmax_ce walks the rows in chunks of at most 1024 rows, 65536 logits and 1 MiB
+  of X, so its extra memory is O(chunk x threads) even for 32,000 classes, and a chunk's
+  rows are still in L2 when the backward pass reads them again (a 3.2 MB float32 chunk of
+  Fashion-MNIST came from L3 and ran at 40 GFLOP/s; 1 MiB chunks run at ~80).
+* The BLAS path (_cy_gemm.pxi) cuts dW into at least 8 tiles when d allows, so both
+  threads share the gradient product at c = 100 too (one 100 x 512 tile ran on one thread).
 * Float32 data keep float32 logits, exp and gradient; sums of exp, the losses and the
   weight sums are float64.
 """

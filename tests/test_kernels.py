@@ -707,7 +707,8 @@ def test_property_linear(fast_dense_backend, n, c, d, use64, uint8, seed):
 # --------------------------------------------------------------------------------------
 # every shape: the BLAS path the large shapes take (kernels/_paths.py chooses it by shape)
 # --------------------------------------------------------------------------------------
-BLAS_SHAPES = [(600, 120, 64), (70, 300, 1500), (2100, 40, 40)]  # all above the crossover
+# all above the crossover; (300, 1000, 40): dW in 8 feature tiles of 128 (the last 104)
+BLAS_SHAPES = [(600, 120, 64), (70, 300, 1500), (2100, 40, 40), (300, 1000, 40)]
 
 
 def test_blas_shapes_do_take_the_blas_path():
@@ -724,6 +725,26 @@ def test_linear_at_blas_shapes_matches_reference(fast_dense_backend, dtype, shap
     n, d, c = shape
     c = max(c, 64) if uint8 else c
     X, coef, intercept, y, w = make_linear(n, d, c, dtype, seed=7, uint8=uint8)
+    x_scale = 1 / 255 if uint8 else 1.0
+    runs = [run_linear(fast_dense_backend, X, x_scale, coef, intercept, y, w, 1e-3, t)
+            for t in (1, 2)]
+    expected = run_linear(ref, X, x_scale, coef.astype(float), intercept.astype(float), y, w,
+                          1e-3)
+    rtol = TOL[dtype]["linear"]
+    assert runs[0][0] == pytest.approx(expected[0], rel=rtol)
+    assert_close(runs[0][1], expected[1], rtol)
+    assert_close(runs[0][2], expected[2], rtol)
+    assert runs[1][0] == runs[0][0]  # bitwise for any thread count
+    for a, b in zip(runs[1][1:], runs[0][1:], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("uint8", [False, True], ids=["floatX", "uint8X"])
+def test_linear_in_many_wide_chunks_matches_reference(fast_dense_backend, dtype, uint8):
+    # Wide rows on the register path: chunks are capped at about 1 MiB of X (they must stay
+    # in L2 for the backward pass), so 700 rows of 1,500 features take several chunks.
+    n, d, c = 700, 1500, 10
+    X, coef, intercept, y, w = make_linear(n, d, c, dtype, seed=9, uint8=uint8)
     x_scale = 1 / 255 if uint8 else 1.0
     runs = [run_linear(fast_dense_backend, X, x_scale, coef, intercept, y, w, 1e-3, t)
             for t in (1, 2)]
