@@ -318,3 +318,30 @@ def test_non_finite_X_is_a_clear_error_and_keeps_a_warm_model(blobs, solver):
             with pytest.raises(ValueError, match="NaN or infinity"):
                 model.partial_fit(Xb, y)
             np.testing.assert_array_equal(model.coef_, before[0])
+
+
+def test_lbfgs_runs_its_own_blas_calls_on_one_thread():
+    # L-BFGS-B's history products go through BLAS between kernel calls; with BLAS threads
+    # those threads spin on the other core afterwards, and the next kernel call saw a busy
+    # machine and fell back to one thread (probe evaluations at 160 ms instead of 90). So the
+    # optimizer runs under a one-thread BLAS limit; its callback sees that limit.
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_info
+
+    from softmax_fast._training.lbfgs import run_lbfgs
+    from softmax_fast.backends import get_kernels
+
+    X, y = make_classification(200, 8, n_informative=5, n_classes=3, random_state=0)
+    seen = []
+
+    def callback(iteration, loss):
+        seen.append({info["filepath"]: info["num_threads"] for info in threadpool_info()
+                     if info["user_api"] == "blas"})
+
+    state = SimpleNamespace(coef=np.zeros((3, 8)), intercept=np.zeros(3), history=[])
+    n_iter, _ = run_lbfgs(get_kernels("reference", "dense"), state, X, 1.0,
+                          y.astype(np.intp), None, 1e-3, 1, max_iter=5, tol=0.0,
+                          callback=callback)
+    assert n_iter >= 1 and seen
+    assert all(threads == 1 for pools in seen for threads in pools.values()), seen

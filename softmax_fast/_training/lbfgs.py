@@ -14,6 +14,8 @@ uses the same); it costs 100 vectors of c x d float64 — 80 MB at c = 1,000, d 
 
 import numpy as np
 
+from softmax_fast.kernels._blas import single_threaded_blas
+
 from .policy import TrainingDivergedError
 
 __all__ = ["run_lbfgs", "LBFGS_HISTORY"]
@@ -80,9 +82,14 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
 
     theta0 = np.concatenate([state.coef.ravel().astype(np.float64),
                              state.intercept.astype(np.float64)])
-    result = minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=progress,
-                      options={"maxiter": max_iter, "maxcor": history, "gtol": tol,
-                               "ftol": 64 * np.finfo(float).eps, "maxls": 50})
+    # L-BFGS-B's own BLAS calls (dot products of the history) run on one thread: idle
+    # OpenBLAS threads spin for a while after each call, and a spinning thread on the other
+    # core made the next kernel call see a busy machine and fall back to one thread (the
+    # probe's evaluations took 160 ms instead of 90).
+    with single_threaded_blas():
+        result = minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=progress,
+                          options={"maxiter": max_iter, "maxcor": history, "gtol": tol,
+                                   "ftol": 64 * np.finfo(float).eps, "maxls": 50})
     if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
         raise TrainingDivergedError("L-BFGS met a non-finite loss or weights; check the input "
                                     "scale")
