@@ -719,15 +719,12 @@ def test_blas_shapes_do_take_the_blas_path():
     assert not prefers_gemm(60000, 784, 10, True)  # Fashion-MNIST stays on the tiles
 
 
-@pytest.mark.parametrize("uint8", [False, True], ids=["floatX", "uint8X"])
-@pytest.mark.parametrize("shape", BLAS_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_linear_at_blas_shapes_matches_reference(fast_dense_backend, dtype, shape, uint8):
-    n, d, c = shape
-    c = max(c, 64) if uint8 else c
-    X, coef, intercept, y, w = make_linear(n, d, c, dtype, seed=7, uint8=uint8)
+def _linear_matches_reference_on_any_threads(backend, dtype, n, d, c, uint8, seed):
+    """linear_softmax_ce of ``backend`` against the float64 oracle, and bitwise on 1 and 2
+    threads, for one (n, d, c) problem."""
+    X, coef, intercept, y, w = make_linear(n, d, c, dtype, seed=seed, uint8=uint8)
     x_scale = 1 / 255 if uint8 else 1.0
-    runs = [run_linear(fast_dense_backend, X, x_scale, coef, intercept, y, w, 1e-3, t)
-            for t in (1, 2)]
+    runs = [run_linear(backend, X, x_scale, coef, intercept, y, w, 1e-3, t) for t in (1, 2)]
     expected = run_linear(ref, X, x_scale, coef.astype(float), intercept.astype(float), y, w,
                           1e-3)
     rtol = TOL[dtype]["linear"]
@@ -737,26 +734,22 @@ def test_linear_at_blas_shapes_matches_reference(fast_dense_backend, dtype, shap
     assert runs[1][0] == runs[0][0]  # bitwise for any thread count
     for a, b in zip(runs[1][1:], runs[0][1:], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("uint8", [False, True], ids=["floatX", "uint8X"])
+@pytest.mark.parametrize("shape", BLAS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_linear_at_blas_shapes_matches_reference(fast_dense_backend, dtype, shape, uint8):
+    n, d, c = shape
+    c = max(c, 64) if uint8 else c
+    _linear_matches_reference_on_any_threads(fast_dense_backend, dtype, n, d, c, uint8, seed=7)
 
 
 @pytest.mark.parametrize("uint8", [False, True], ids=["floatX", "uint8X"])
 def test_linear_in_many_wide_chunks_matches_reference(fast_dense_backend, dtype, uint8):
     # Wide rows on the register path: chunks are capped at about 1 MiB of X (they must stay
     # in L2 for the backward pass), so 700 rows of 1,500 features take several chunks.
-    n, d, c = 700, 1500, 10
-    X, coef, intercept, y, w = make_linear(n, d, c, dtype, seed=9, uint8=uint8)
-    x_scale = 1 / 255 if uint8 else 1.0
-    runs = [run_linear(fast_dense_backend, X, x_scale, coef, intercept, y, w, 1e-3, t)
-            for t in (1, 2)]
-    expected = run_linear(ref, X, x_scale, coef.astype(float), intercept.astype(float), y, w,
-                          1e-3)
-    rtol = TOL[dtype]["linear"]
-    assert runs[0][0] == pytest.approx(expected[0], rel=rtol)
-    assert_close(runs[0][1], expected[1], rtol)
-    assert_close(runs[0][2], expected[2], rtol)
-    assert runs[1][0] == runs[0][0]  # bitwise for any thread count
-    for a, b in zip(runs[1][1:], runs[0][1:], strict=True):
-        np.testing.assert_array_equal(a, b)
+    _linear_matches_reference_on_any_threads(fast_dense_backend, dtype, 700, 1500, 10, uint8,
+                                             seed=9)
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, True)],
