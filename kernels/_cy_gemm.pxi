@@ -17,6 +17,16 @@
 # * Tiles are handed out dynamically (OpenMP schedule(dynamic)): a thread on a core that is
 #   busy with another program simply takes fewer tiles; no thread waits on another except
 #   at the end of each of the three phases of a chunk.
+# * Row-split mode (the usual one; linear_softmax_ce only): when one partial gradient (c x d)
+#   fits in GEMM_SPLIT_BYTES, the rows are cut into blocks of B and the blocks dealt to S fixed
+#   slots (block j to slot j % S). One task per slot runs its blocks one after the other, each
+#   block start to finish while its rows are in cache: logits by one BLAS call, softmax-CE in
+#   place, then the slot's partial dW (+)= G^T X_block by one BLAS call with the whole of dW as
+#   its output. The S partials are summed in slot order at the end. Against the tiled mode
+#   this has one parallel region instead of three per chunk, and BLAS calls of full width
+#   (m = d, n = c) instead of 64-512-feature tiles: 16384 x 1024 x 100 float32 59 -> 45 ms,
+#   40000 x 768 x 1000 581 -> 495 ms (bench_shapes). S and B depend on (n, d, c, dtype) only,
+#   so the bits are still the same for any n_threads.
 # * SGD (large minibatches): the same three phases per minibatch; the plain update is fused
 #   into the gradient product: W <- (1 - lr alpha) W - lr x_scale G^T X_b is one call with
 #   beta = 1 - lr alpha per tile. Momentum computes the gradient tile, then updates it.
@@ -33,6 +43,12 @@ cdef enum:
     # gradient tiles per product at least (when d allows): with one 100 x 512 tile, a
     # probe's dW ran on one thread
     GEMM_MIN_GRAD_TILES = 8
+    GEMM_SPLIT_SLOTS = 8          # row-split mode: slots (partial gradients)
+    GEMM_SPLIT_BLOCK = 512        # ... rows of one block at most
+    # ... bytes of one partial gradient at most: every block reads and writes the whole of
+    # it, which must stay in cache (c x d = 1000 x 768 float32, 3 MB: 581 -> 495 ms; 2048 x
+    # 1000, 8 MB: no gain; 10000 x 768, 31 MB: 174 -> 268 ms)
+    GEMM_SPLIT_BYTES = 1 << 22
 
 
 cdef inline void _gemm(char ta, char tb, int m, int n, int k, floating alpha,
@@ -72,6 +88,35 @@ cdef Py_ssize_t gemm_feature_tile(Py_ssize_t d, Py_ssize_t c) noexcept nogil:
     if tile > GEMM_FEATURE_TILE:
         tile = GEMM_FEATURE_TILE
     return tile
+
+
+cdef Py_ssize_t gemm_split_slots(Py_ssize_t d, Py_ssize_t c, Py_ssize_t itemsize) noexcept nogil:
+    """Slots of the row-split mode, or 0 when a partial gradient is too large for it (the
+    tiled mode then)."""
+    return GEMM_SPLIT_SLOTS if c * d * itemsize <= GEMM_SPLIT_BYTES else 0
+
+
+cdef Py_ssize_t gemm_split_block(Py_ssize_t n, Py_ssize_t c, Py_ssize_t slots) noexcept nogil:
+    """Rows of one block of the row-split mode: enough blocks for every slot, at most
+    GEMM_SPLIT_BLOCK rows, and the slots' logits (slots x B x c) within GEMM_CHUNK_ELEMS."""
+    cdef Py_ssize_t rows = ((n + slots - 1) // slots + 15) // 16 * 16
+    cdef Py_ssize_t cap = (GEMM_CHUNK_ELEMS // (slots * c)) // 16 * 16 if c > 0 else rows
+    if rows > GEMM_SPLIT_BLOCK:
+        rows = GEMM_SPLIT_BLOCK
+    if rows > cap:
+        rows = cap
+    return rows if rows > 16 else 16
+
+
+def gemm_split_plan(Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, Py_ssize_t itemsize):
+    """(slots, rows per block) of the row-split mode for this shape; (0, 0): the tiled mode.
+
+    For the tests: the Numba backend must make the same choice (``_numba_gemm``).
+    """
+    cdef Py_ssize_t slots = gemm_split_slots(d, c, itemsize)
+    if slots == 0:
+        return (0, 0)
+    return (slots, gemm_split_block(n, c, slots))
 
 
 cdef void _logits_tile(const floating *xs, Py_ssize_t ldx, Py_ssize_t i0, Py_ssize_t i1,
@@ -181,6 +226,74 @@ cdef void _logits_phase(const floating *xs, Py_ssize_t ldx, Py_ssize_t nr, Py_ss
     _judge_team(start, finish, nt)
 
 
+cdef double _split_slot(
+    const void *X, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, floating x_scale,
+    const floating *W, const floating *b, const intp_t *y, const double *w, double inv_wsum,
+    Py_ssize_t slots, Py_ssize_t B, Py_ssize_t s, floating *Z, floating *xbuf, floating *P,
+    floating *bP,
+) noexcept nogil:
+    """Row-split mode, one slot: blocks s, s + slots, ... in order, each block's logits,
+    softmax-CE and G^T X_block into the slot's partials P (c x d) and bP (c); returns the
+    slot's sum_i w_i l_i (blocks in order)."""
+    cdef Py_ssize_t nblk = (n + B - 1) // B, q, j, i0, nr, i
+    cdef double loss = 0.0
+    cdef const floating *xs
+    cdef const uint8_t *xu
+    for q in range((nblk - s + slots - 1) // slots):
+        j = s + q * slots
+        i0 = j * B
+        nr = min(B, n - i0)
+        if xu8:
+            xu = <const uint8_t *> X + i0 * d
+            for i in range(nr * d):
+                xbuf[i] = xu[i]
+            xs = xbuf
+        else:
+            xs = <const floating *> X + i0 * d
+        _logits_tile(xs, d, 0, nr, d, c, W, b, 0, c, x_scale, Z)
+        loss += _ce_rows(Z, Z, nr, c, y + i0, _offset(w, i0), inv_wsum)
+        _gradient_tile(xs, d, nr, d, c, Z, 0, c, 0, d, x_scale, 0 if j == s else 1, P)
+        _column_sums(Z, nr, c, 0, c, bP, j != s)
+    return loss
+
+
+cdef double _linear_split(
+    const void *X, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, floating x_scale,
+    const floating *W, const floating *b, const intp_t *y, const double *w, double wsum,
+    floating alpha, floating *gW, floating *gb, Py_ssize_t slots, Py_ssize_t B, floating *Zs,
+    floating *xbufs, floating *P, floating *bP, double *slot_loss, int nt,
+) noexcept nogil:
+    """The row-split mode of _linear_gemm (see the design notes): slots in parallel, then
+    gW = sum_s P_s + alpha W and gb = sum_s bP_s, summed in slot order."""
+    cdef Py_ssize_t used = min(slots, (n + B - 1) // B), s, k, f
+    cdef Py_ssize_t cd = c * d
+    cdef double total = 0.0
+    cdef int64_t finish[MAX_TEAM]
+    cdef int64_t start = sf_now_ns()
+    finish[0] = 0
+    nt = sf_governed_threads(nt)
+    for s in prange(used, num_threads=nt, schedule="dynamic", chunksize=1):
+        slot_loss[s] = _split_slot(X, xu8, n, d, c, x_scale, W, b, y, w, 1.0 / wsum, slots, B,
+                                   s, Zs + s * B * c, xbufs + (s * B * d if xu8 else 0),
+                                   P + s * cd, bP + s * c)
+        _mark_done(finish)
+    _judge_team(start, finish, nt)
+    for k in prange(c, num_threads=sf_governed_threads(nt), schedule="static"):
+        # per element ((P_0 + P_1) + P_2) ...: the slot order, row by row (vectorised)
+        for s in range(1, used):
+            for f in range(d):
+                P[k * d + f] = P[k * d + f] + P[s * cd + k * d + f]
+        for f in range(d):
+            gW[k * d + f] = P[k * d + f] + alpha * W[k * d + f]
+    for k in range(c):
+        gb[k] = bP[k]
+        for s in range(1, used):
+            gb[k] = gb[k] + bP[s * c + k]
+    for s in range(used):
+        total += slot_loss[s]
+    return total
+
+
 cdef double _linear_gemm(
     const void *X, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, floating x_scale,
     const floating *W, const floating *b, const intp_t *y, const double *w, double wsum,
@@ -244,12 +357,16 @@ def linear_softmax_ce_gemm(X, double x_scale, coef, intercept, y, sample_weight,
         grad_coef[...] = float("nan")
         grad_intercept[...] = float("nan")
         return float("nan")
-    cdef Py_ssize_t R = gemm_chunk_rows(n, c)
     dtype = np.float32 if tn == cnp.NPY_FLOAT32 else np.float64
+    cdef int nt = _n_workers(n_threads, n * c * d, LIN_GRAIN)
+    cdef Py_ssize_t slots = gemm_split_slots(d, c, 4 if tn == cnp.NPY_FLOAT32 else 8)
+    if slots:
+        return _linear_split_call(xp, xu8, n, d, c, x_scale, wp, bp, yp, w, alpha, gwp, gbp,
+                                  slots, tn == cnp.NPY_FLOAT32, dtype, nt)
+    cdef Py_ssize_t R = gemm_chunk_rows(n, c)
     Z = np.empty(R * c, dtype=dtype)
     Xf = np.empty(R * d if xu8 else 1, dtype=dtype)
     cdef double[::1] block_loss = np.empty(R)
-    cdef int nt = _n_workers(n_threads, n * c * d, LIN_GRAIN)
     cdef float[::1] zf, xff
     cdef double[::1] zd, xfd
     if tn == cnp.NPY_FLOAT32:
@@ -268,6 +385,42 @@ def linear_softmax_ce_gemm(X, double x_scale, coef, intercept, y, sample_weight,
             total = _linear_gemm(xp, xu8, n, d, c, x_scale, <const double *> wp,
                                  <const double *> bp, yp, w, wsum, alpha, <double *> gwp,
                                  <double *> gbp, &zd[0], &xfd[0], &block_loss[0], nt)
+            if alpha != 0.0:
+                penalty = 0.5 * alpha * sf_sumsq_f64(<const double *> wp, c * d)
+    return total / wsum + penalty
+
+
+cdef double _linear_split_call(
+    const void *xp, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, double x_scale,
+    const void *wp, const void *bp, const intp_t *yp, const double *w, double alpha,
+    void *gwp, void *gbp, Py_ssize_t slots, bint f32, object dtype, int nt,
+) except? -1:
+    """linear_softmax_ce_gemm in row-split mode: the slots' buffers, then _linear_split."""
+    cdef Py_ssize_t B = gemm_split_block(n, c, slots)
+    bufs = [np.empty(size, dtype=dtype) for size in
+            (slots * B * c, slots * B * d if xu8 else 1, slots * c * d, slots * c)]
+    cdef double[::1] slot_loss = np.empty(slots)
+    cdef double wsum, total, penalty = 0.0
+    cdef float[::1] f0, f1, f2, f3
+    cdef double[::1] d0, d1, d2, d3
+    if f32:
+        f0, f1, f2, f3 = bufs
+        with nogil:
+            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
+            total = _linear_split(xp, xu8, n, d, c, <float> x_scale, <const float *> wp,
+                                  <const float *> bp, yp, w, wsum, <float> alpha,
+                                  <float *> gwp, <float *> gbp, slots, B, &f0[0], &f1[0],
+                                  &f2[0], &f3[0], &slot_loss[0], nt)
+            if alpha != 0.0:
+                penalty = 0.5 * alpha * sf_sumsq_f32(<const float *> wp, c * d)
+    else:
+        d0, d1, d2, d3 = bufs
+        with nogil:
+            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
+            total = _linear_split(xp, xu8, n, d, c, x_scale, <const double *> wp,
+                                  <const double *> bp, yp, w, wsum, alpha, <double *> gwp,
+                                  <double *> gbp, slots, B, &d0[0], &d1[0], &d2[0], &d3[0],
+                                  &slot_loss[0], nt)
             if alpha != 0.0:
                 penalty = 0.5 * alpha * sf_sumsq_f64(<const double *> wp, c * d)
     return total / wsum + penalty

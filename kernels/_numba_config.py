@@ -48,6 +48,12 @@ GEMM_FEATURE_TILE = 512
 #: GEMM_MIN_GRAD_TILES tiles for the threads to share (one 100 x 512 tile ran on one thread)
 GEMM_MIN_FEATURE_TILE = 64
 GEMM_MIN_GRAD_TILES = 8
+#: row-split mode of the BLAS path (see _numba_gemm): slots (partial gradients), most rows of
+#: one block, and most bytes of one partial gradient (every block reads and writes all of
+#: it, which must stay in cache)
+GEMM_SPLIT_SLOTS = 8
+GEMM_SPLIT_BLOCK = 512
+GEMM_SPLIT_BYTES = 1 << 22
 #: most models one thread of the multi-model epoch trains side by side (one gather of each
 #: minibatch serves them all); the grouping never changes a model's numbers
 MULTI_MODELS_PER_TASK = 8

@@ -8,6 +8,13 @@ spread over the threads by ``prange`` with a chunk size of one (dynamic: a core 
 another program takes fewer), each tile one BLAS call on the calling thread, so results are
 bitwise identical for any ``n_threads``. SGD with large minibatches takes each batch through
 the same phases and fuses the plain update into the gradient product (beta = 1 - lr alpha).
+
+Row-split mode (as Cython's; the usual one for linear_softmax_ce): when one partial gradient
+(c x d) fits in GEMM_SPLIT_BYTES, blocks of B rows are dealt to GEMM_SPLIT_SLOTS fixed slots
+(block j to slot j % S); one task per slot takes each of its blocks start to finish (logits,
+softmax-CE, partial dW += G^T X_block, each product one full-width BLAS call) and the slots'
+partials are summed in slot order at the end. One parallel region per call instead of three
+per chunk; S and B depend on the shape only.
 """
 
 from numba import njit, prange
@@ -21,13 +28,16 @@ from ._numba_config import (
     GEMM_MIN_FEATURE_TILE,
     GEMM_MIN_GRAD_TILES,
     GEMM_ROW_TILE,
+    GEMM_SPLIT_BLOCK,
+    GEMM_SPLIT_BYTES,
+    GEMM_SPLIT_SLOTS,
     JIT,
     PJIT,
     SOFTMAX_BLOCK_ELEMS,
 )
 from ._numba_math import _softmax_ce_rows
 
-__all__ = ["chunk_rows", "linear_gemm", "sgd_gemm"]
+__all__ = ["chunk_rows", "linear_gemm", "linear_split", "sgd_gemm", "split_block", "split_slots"]
 
 
 @njit(**JIT)
@@ -47,6 +57,100 @@ def feature_tile(d, c):
     want = (GEMM_MIN_GRAD_TILES + ntk - 1) // ntk
     tile = ((d + want - 1) // want + 15) // 16 * 16
     return min(max(tile, GEMM_MIN_FEATURE_TILE), GEMM_FEATURE_TILE)
+
+
+@njit(**JIT)
+def split_slots(d, c, itemsize):
+    """Slots of the row-split mode, or 0 when a partial gradient is too large for it."""
+    return GEMM_SPLIT_SLOTS if c * d * itemsize <= GEMM_SPLIT_BYTES else 0
+
+
+@njit(**JIT)
+def split_block(n, c, slots):
+    """Rows of one block of the row-split mode: enough blocks for every slot, at most
+    GEMM_SPLIT_BLOCK, and the slots' logits (slots x B x c) within GEMM_CHUNK_ELEMS."""
+    rows = ((n + slots - 1) // slots + 15) // 16 * 16
+    cap = (GEMM_CHUNK_ELEMS // (slots * max(c, 1))) // 16 * 16
+    return max(min(rows, GEMM_SPLIT_BLOCK, cap), 16)
+
+
+@njit(**PJIT)
+def _split_slots_pass(X, x_scale, coef, intercept, y, w, has_w, inv_wsum, B, Zs, xbufs,
+                      parts, bparts, slot_loss):
+    """Every slot s in parallel: blocks s, s + S, ... start to finish into parts[s]."""
+    n, d = X.shape
+    slots = parts.shape[0]
+    nblk = (n + B - 1) // B
+    cf = coef.ravel()
+    for s in prange(min(slots, nblk)):
+        Z = Zs[s]
+        zf, pf, bp = Z.ravel(), parts[s].ravel(), bparts[s]
+        loss = 0.0
+        for j in range(s, nblk, slots):
+            i0 = j * B
+            nr = min(B, n - i0)
+            if X.itemsize == 1:  # uint8 rows as floats (both branches compile: see gemm)
+                xb = xbufs[s]
+                for i in range(nr):
+                    for f in range(d):
+                        xb[i, f] = X[i0 + i, f]
+                loss += _block(xb.ravel(), i0, nr, x_scale, cf, intercept, y, w, has_w,
+                               inv_wsum, Z, zf, pf, bp, j == s)
+            else:
+                loss += _block(X.ravel()[i0 * d:], i0, nr, x_scale, cf, intercept, y, w, has_w,
+                               inv_wsum, Z, zf, pf, bp, j == s)
+        slot_loss[s] = loss
+
+
+@njit(**JIT)
+def _block(xs, i0, nr, x_scale, cf, intercept, y, w, has_w, inv_wsum, Z, zf, pf, bp, first):
+    """One block of the row-split mode (rows xs, data rows i0...): logits, softmax-CE in
+    place, partial dW (+)= G^T xs and partial db (+)= sum G; returns sum_i w_i l_i."""
+    c = Z.shape[1]
+    d = pf.shape[0] // c
+    # column-major: Z^T (c x nr) = coef (c x d) xs^T (d x nr)
+    gemm(ord("T"), ord("N"), c, nr, d, x_scale, cf, d, xs, d, 0.0, zf, c)
+    for i in range(nr):
+        for k in range(c):
+            Z[i, k] += intercept[k]
+    loss = _softmax_ce_rows(Z, Z, 0, nr, i0, y, w, has_w, inv_wsum)
+    # column-major: part^T (d x c) (+)= xs^T (d x nr) Z (nr x c)
+    gemm(ord("N"), ord("T"), d, c, nr, x_scale, xs, d, zf, c, 0.0 if first else 1.0, pf, d)
+    _column_sums(Z, nr, 0, c, bp, not first)
+    return loss
+
+
+@njit(**PJIT)
+def _split_reduce(parts, bparts, used, coef, alpha, grad_coef, grad_intercept):
+    """grad = ((parts[0] + parts[1]) + ...) + alpha coef: the slot order, rows in parallel."""
+    c, d = coef.shape
+    for k in prange(c):
+        acc = parts[0, k]
+        for s in range(1, used):
+            other = parts[s, k]
+            for f in range(d):
+                acc[f] += other[f]
+        for f in range(d):
+            grad_coef[k, f] = acc[f] + alpha * coef[k, f]
+    for k in range(c):
+        total = bparts[0, k]
+        for s in range(1, used):
+            total += bparts[s, k]
+        grad_intercept[k] = total
+
+
+@njit(**JIT)
+def linear_split(X, x_scale, coef, intercept, y, w, has_w, wsum, alpha, grad_coef,
+                 grad_intercept, B, Zs, xbufs, parts, bparts, slot_loss):
+    """linear_gemm in row-split mode: sum_i w_i l_i, gradients into grad_*."""
+    _split_slots_pass(X, x_scale, coef, intercept, y, w, has_w, 1.0 / wsum, B, Zs, xbufs,
+                      parts, bparts, slot_loss)
+    used = min(parts.shape[0], (X.shape[0] + B - 1) // B)
+    _split_reduce(parts, bparts, used, coef, alpha, grad_coef, grad_intercept)
+    total = 0.0
+    for s in range(used):
+        total += slot_loss[s]
+    return total
 
 
 @njit(**PJIT)

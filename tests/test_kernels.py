@@ -707,8 +707,14 @@ def test_property_linear(fast_dense_backend, n, c, d, use64, uint8, seed):
 # --------------------------------------------------------------------------------------
 # every shape: the BLAS path the large shapes take (kernels/_paths.py chooses it by shape)
 # --------------------------------------------------------------------------------------
-# all above the crossover; (300, 1000, 40): dW in 8 feature tiles of 128 (the last 104)
-BLAS_SHAPES = [(600, 120, 64), (70, 300, 1500), (2100, 40, 40), (300, 1000, 40)]
+# All above the crossover. Row-split mode (one partial dW of c x d fits in 4 MiB): (9000, 40,
+# 40) deals 18 blocks of 512 rows (the last 296) to the 8 slots; (20, 2000, 60) has fewer
+# blocks (2) than slots. Tiled mode (a larger dW): (120, 1100, 1000); in float64 also
+# (70, 800, 700); (300, 1000, 40) has dW in 8 feature tiles of 128 (the last 104) there.
+BLAS_SHAPES = [(600, 120, 64), (70, 300, 1500), (2100, 40, 40), (300, 1000, 40),
+               (9000, 40, 40), (20, 2000, 60), (120, 1100, 1000), (70, 800, 700)]
+#: shapes whose dW is too large for the row-split mode, by itemsize
+TILED_SHAPES = {4: [(120, 1100, 1000)], 8: [(120, 1100, 1000), (70, 800, 700)]}
 
 
 def test_blas_shapes_do_take_the_blas_path():
@@ -717,6 +723,23 @@ def test_blas_shapes_do_take_the_blas_path():
     for n, d, c in BLAS_SHAPES:
         assert prefers_gemm(n, d, c, False) and prefers_gemm(n, d, max(c, 64), True)
     assert not prefers_gemm(60000, 784, 10, True)  # Fashion-MNIST stays on the tiles
+
+
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_both_backends_split_the_blas_path_alike(itemsize):
+    # The row-split mode's plan (slots, rows per block) is defined twice, in Cython and in
+    # Numba; both must cut every shape the same way, and the test shapes must cover both modes.
+    ext = load_kernels(next(i for i in FAST_DENSE if i.name == "cython")).EXTENSION
+    from softmax_fast.kernels import _numba_gemm
+
+    modes = set()
+    for n, d, c in BLAS_SHAPES + [(16384, 1024, 100), (50000, 512, 100), (10, 8, 3)]:
+        slots = _numba_gemm.split_slots(d, c, itemsize)
+        numba_plan = (slots, _numba_gemm.split_block(n, c, slots)) if slots else (0, 0)
+        assert ext.gemm_split_plan(n, d, c, itemsize) == numba_plan, (n, d, c)
+        assert (slots == 0) == ((n, d, c) in TILED_SHAPES[itemsize]), (n, d, c)
+        modes.add(slots == 0)
+    assert modes == {True, False}
 
 
 def _linear_matches_reference_on_any_threads(backend, dtype, n, d, c, uint8, seed):
