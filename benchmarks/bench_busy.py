@@ -15,7 +15,8 @@ parallel speed-up. The ratio is also stored in ``extra_info["ratio_vs_1_thread"]
 printed.
 
 Kernels: ``softmax_ce`` on 65,536 x 10 and 1,000,000 x 10 float32 logits; ``linear_softmax_ce``
-at (4096, 2048, 1000) float32; one SGD epoch on Fashion-MNIST (uint8, batch 32) for each
+at (4096, 2048, 1000) float32 (the BLAS path's tiled mode) and (16384, 1024, 100) (its
+row-split mode, a linear probe's shape); one SGD epoch on Fashion-MNIST (uint8, batch 32) for each
 backend ``auto`` may pick; one epoch of the grid search's multi-model kernel, 64 models
 (batch 256).
 
@@ -42,7 +43,7 @@ from softmax_fast.backends import (
 TARGET = 0.8
 BUSY_MAX_SECONDS = 3600
 CE_SHAPES = size([(65536, 10), (1_000_000, 10)], [(4096, 10), (16384, 10)])
-LINEAR_SHAPE = size((4096, 2048, 1000), (256, 64, 100))
+LINEAR_SHAPES = size([(4096, 2048, 1000), (16384, 1024, 100)], [(256, 64, 100), (1024, 64, 40)])
 THREADS = ["1", "all"]
 N_MODELS = 64
 
@@ -148,8 +149,9 @@ def test_softmax_ce(benchmark, machine, shape, backend, threads):
 
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("backend", our_backends())
-def test_linear_softmax_ce(benchmark, machine, backend, threads):
-    n, d, c = LINEAR_SHAPE
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_linear_softmax_ce(benchmark, machine, shape, backend, threads):
+    n, d, c = shape
     rng = np.random.default_rng(0)
     X = rng.random((n, d), dtype=np.float32)
     W = rng.standard_normal((c, d), dtype=np.float32) * 0.01

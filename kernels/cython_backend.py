@@ -13,8 +13,8 @@ bitwise identical for any ``n_threads``):
 
 * register-blocked SIMD tiles (``linear_softmax_ce``, ``sgd_epoch``): fastest when the work
   per row is small — few classes (Fashion-MNIST's 10), uint8 pixels read as bytes;
-* BLAS tiles (``linear_softmax_ce_gemm``, ``sgd_epoch_gemm``): GEMM speed for large d x c,
-  with our threads sharing fixed tiles and BLAS kept on one thread per call.
+* BLAS (``linear_softmax_ce_gemm``, ``sgd_epoch_gemm``): GEMM speed for large d x c, with
+  our threads sharing fixed row blocks or tiles and BLAS kept on one thread per call.
 
 The crossover rule (``_paths.py``) is shared with the Numba backend. Importing this module raises ``ImportError`` when the extension was not built or
 no build runs on this CPU, which is how the backend registry learns it is unavailable.

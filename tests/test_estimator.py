@@ -345,3 +345,44 @@ def test_lbfgs_runs_its_own_blas_calls_on_one_thread():
                           callback=callback)
     assert n_iter >= 1 and seen
     assert all(threads == 1 for pools in seen for threads in pools.values()), seen
+
+
+def test_newton_shares_its_products_among_threads_with_the_same_bits():
+    # The Hessian-vector products run chunk by chunk on a pool of n_threads threads of our
+    # own, each BLAS call on one thread (BLAS's own threads spin between calls and slow the
+    # fused gradient); the chunks' partials are added in chunk order, so 1 and 2 threads
+    # agree bitwise, and the work does reach several threads.
+    import threading
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_info
+
+    from softmax_fast._training import newton
+    from softmax_fast.backends import get_kernels
+
+    X, y = make_classification(3 * newton._CHUNK_ROWS + 100, 12, n_informative=6,
+                               n_classes=4, random_state=1)
+    X = X.astype(np.float32)
+    workers, blas_threads = set(), []
+    probabilities = newton._Hessian._probabilities
+
+    def watched(self, Xc):
+        workers.add(threading.get_ident())
+        blas_threads.extend(info["num_threads"] for info in threadpool_info()
+                            if info["user_api"] == "blas")
+        return probabilities(self, Xc)
+
+    results = []
+    for n_threads in (1, 2):
+        state = SimpleNamespace(coef=np.zeros((4, 12), np.float32),
+                                intercept=np.zeros(4, np.float32), history=[])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(newton._Hessian, "_probabilities", watched)
+            workers.clear()
+            newton.run_newton(get_kernels("reference", "dense"), state, X, 1.0,
+                              y.astype(np.intp), None, 1e-3, n_threads, max_iter=4, tol=0.0)
+        results.append((state.coef.copy(), state.intercept.copy(), len(workers)))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][2] == 1 and results[1][2] == 2
+    assert blas_threads and set(blas_threads) == {1}

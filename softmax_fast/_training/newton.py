@@ -13,12 +13,22 @@ with float64 sums, and P is kept between the products of one outer iteration whe
 ``cache_bytes`` (else recomputed per product: three products per Hessian-vector product
 instead of two). SciPy's ``trust-ncg`` drives the outer iterations.
 
+Threads: the chunks of a product are shared by ``n_threads`` threads of our own, each chunk's
+BLAS calls on its own thread, and the chunks' partial sums are added in chunk order — the
+same bits for any thread count. BLAS itself stays on one thread for the whole solve: idle
+OpenBLAS threads spin for a while after each call, and a spinning thread beside the fused
+kernel's own threads makes the next gradient look like a busy machine (see ``lbfgs.py``).
+
 Whether it beats L-BFGS depends on the problem: each outer iteration costs one gradient plus
 several Hessian-vector products; see ``benchmarks/bench_probe.py`` for measurements. L-BFGS
 stays the default solver.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+
+from softmax_fast.kernels._blas import single_threaded_blas
 
 from .policy import TrainingDivergedError
 
@@ -31,8 +41,9 @@ _CHUNK_ROWS = 4096
 class _Hessian:
     """Hessian-vector products at the weights of the last gradient evaluation."""
 
-    def __init__(self, X, x_scale, y, sample_weight, alpha, dtype, cache_bytes):
+    def __init__(self, X, x_scale, y, sample_weight, alpha, dtype, cache_bytes, pool=None):
         self.X, self.x_scale, self.alpha, self.dtype = X, float(x_scale), float(alpha), dtype
+        self.pool = pool  # a ThreadPoolExecutor sharing the chunks, or None (this thread)
         n = X.shape[0]
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
         self.row_scale = (w / w.sum()).astype(dtype)
@@ -45,10 +56,9 @@ class _Hessian:
         self.coef, self.intercept = coef.copy(), intercept.copy()
         self.probs = None
 
-    def _chunks(self):
-        for start in range(0, self.X.shape[0], _CHUNK_ROWS):
-            stop = min(self.X.shape[0], start + _CHUNK_ROWS)
-            yield start, stop, self.X[start:stop].astype(self.dtype) * self.dtype.type(self.x_scale)
+    def _chunk(self, start):
+        stop = min(self.X.shape[0], start + _CHUNK_ROWS)
+        return stop, self.X[start:stop].astype(self.dtype) * self.dtype.type(self.x_scale)
 
     def _probabilities(self, Xc):
         z = Xc @ self.coef.T + self.intercept
@@ -67,8 +77,11 @@ class _Hessian:
         out_intercept = np.zeros(c)
         v_coef = v_coef.astype(self.dtype)
         v_intercept = v_intercept.astype(self.dtype)
-        for start, stop, Xc in self._chunks():
-            if self.probs is not None and not cache:
+        reuse = self.probs is not None and not cache
+
+        def one_chunk(start):  # chunks write disjoint rows of the cache: no lock needed
+            stop, Xc = self._chunk(start)
+            if reuse:
                 p = self.probs[start:stop]
             else:
                 p = self._probabilities(Xc)
@@ -77,8 +90,14 @@ class _Hessian:
             u = Xc @ v_coef.T + v_intercept
             r = p * (u - np.einsum("ik,ik->i", p, u)[:, None])
             r *= self.row_scale[start:stop, None]
-            out_coef += r.T @ Xc
-            out_intercept += r.sum(axis=0, dtype=np.float64)
+            return r.T @ Xc, r.sum(axis=0, dtype=np.float64)
+
+        starts = range(0, n, _CHUNK_ROWS)
+        # map() yields in chunk order: the sums, and so the bits, do not depend on the threads
+        for part_coef, part_intercept in (self.pool.map(one_chunk, starts) if self.pool
+                                          else map(one_chunk, starts)):
+            out_coef += part_coef
+            out_intercept += part_intercept
         return out_coef + self.alpha * v_coef, out_intercept
 
 
@@ -98,7 +117,8 @@ def run_newton(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *
     intercept = np.empty(c, dtype=dtype)
     grad_coef, grad_intercept = np.empty_like(coef), np.empty_like(intercept)
     split = c * d
-    hessian = _Hessian(X, x_scale, y, sample_weight, alpha, dtype, cache_bytes)
+    pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+    hessian = _Hessian(X, x_scale, y, sample_weight, alpha, dtype, cache_bytes, pool)
 
     def objective(theta):
         coef[...] = theta[:split].reshape(c, d)
@@ -127,8 +147,13 @@ def run_newton(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *
 
     theta0 = np.concatenate([state.coef.ravel().astype(np.float64),
                              state.intercept.astype(np.float64)])
-    result = minimize(objective, theta0, jac=True, hessp=hessp, method="trust-ncg",
-                      callback=progress, options={"maxiter": max_iter, "gtol": tol})
+    try:
+        with single_threaded_blas():
+            result = minimize(objective, theta0, jac=True, hessp=hessp, method="trust-ncg",
+                              callback=progress, options={"maxiter": max_iter, "gtol": tol})
+    finally:
+        if pool is not None:
+            pool.shutdown()
     if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
         raise TrainingDivergedError("Newton-CG met a non-finite loss or weights; check the "
                                     "input scale")
