@@ -31,6 +31,17 @@ def _i64_as_f64(typingctx, i):
 
 
 @intrinsic
+def _i32_as_f32(typingctx, i):
+    """Reinterpret the bits of an int32 as a float32."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
 def _f64_as_i64(typingctx, x):
     """Reinterpret the bits of a float64 as an int64."""
     sig = types.int64(types.float64)
@@ -85,6 +96,9 @@ if numba.config.DISABLE_JIT:  # pure-Python fallbacks (debugging with NUMBA_DISA
     def _f64_as_i64(x):  # noqa: F811
         return np.float64(x).view(np.int64)
 
+    def _i32_as_f32(i):  # noqa: F811
+        return np.int32(i).view(np.float32)
+
     def _prefetch(arr, i, j):  # noqa: F811
         pass
 
@@ -101,6 +115,12 @@ _LN2_LO = 1.90821492927058770002e-10
     1.0 / math.factorial(k) for k in range(2, 14)
 )
 _SQRT2 = 1.4142135623730951
+# float32 exp (Cython's sf_exp_vf): ln 2 in two float32 parts (n * hi exact for |n| < 2^8)
+_LOG2E_F32 = np.float32(1.44269504088896341)
+_LN2_HI_F32 = np.float32(0.693145751953125)
+_LN2_LO_F32 = np.float32(1.428606765330187045e-06)
+(_F2, _F3, _F4, _F5, _F6, _F7, _F8) = (np.float32(1.0 / math.factorial(k)) for k in range(2, 9))
+_EXP_LO_F32, _EXP_HI_F32 = np.float32(-110.0), np.float32(88.0)
 (_LG1, _LG2, _LG3, _LG4, _LG5, _LG6, _LG7) = (  # fdlibm e_log.c
     6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
     2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
@@ -141,6 +161,38 @@ def _exp(x):
     k = np.int64(kc)
     h = k >> 1
     return p * _i64_as_f64((h + 1023) << 52) * _i64_as_f64((k - h + 1023) << 52)
+
+
+@njit(**JIT_STRICT)
+def _exp_row_f32(z, m, e):
+    """e[k] = exp(z[k] - m) for a float32 row, in float32: the scheme of Cython's sf_exp_vf
+    (Cody-Waite reduction, degree-8 Taylor polynomial, 2^n in two halves), <= 2 ulp.
+
+    A whole row per call: the loop vectorises (twice the lanes of float64) while the flags
+    stay strict. ``z`` and ``e`` must not be the same array (in place, the vectoriser's
+    overlap check fails and the loop runs scalar: 3x slower). Clamping to [-110, 88] gives exp(-inf) = 0 exactly; NaN passes the clamps
+    and poisons the polynomial (its exponent is clamped separately, never converted as NaN).
+    """
+    mf = np.float32(m)
+    for k in range(z.shape[0]):
+        x = np.float32(z[k]) - mf
+        x = _EXP_LO_F32 if x < _EXP_LO_F32 else x
+        x = _EXP_HI_F32 if x > _EXP_HI_F32 else x
+        n = np.rint(x * _LOG2E_F32)
+        r = (x - n * _LN2_HI_F32) - n * _LN2_LO_F32
+        p = _F8
+        p = p * r + _F7
+        p = p * r + _F6
+        p = p * r + _F5
+        p = p * r + _F4
+        p = p * r + _F3
+        p = p * r + _F2
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        nc = n if n > np.float32(-160.0) else np.float32(-160.0)  # NaN -> -160
+        ni = np.int32(nc)
+        n1 = ni >> 1
+        e[k] = p * _i32_as_f32((n1 + 127) << 23) * _i32_as_f32((ni - n1 + 127) << 23)
 
 
 @njit(**JIT_STRICT)
@@ -414,14 +466,17 @@ def _row_exp(z, e):
     m = _row_max(z)
     if c > 0 and m == -np.inf:
         m = np.float64(z[0])  # all -inf (or NaN): -inf - -inf makes the sum NaN as it must
-    for k in range(c):
-        e[k] = _exp(np.float64(z[k]) - m)
+    if z.itemsize == 4 and e.itemsize == 4:  # float32 logits: float32 exp, float64 sum
+        _exp_row_f32(z, m, e)
+    else:
+        for k in range(c):
+            e[k] = _exp(np.float64(z[k]) - m)
     # A separate, load-only loop: a reduction in a loop that also stores gets a runtime alias
     # check, and its scalar fallback (taken when two buffers happen to lie close in memory)
     # sums in another order - results would depend on the heap layout.
     s = 0.0
     for k in range(c):
-        s += e[k]
+        s += np.float64(e[k])
     return m, s
 
 
@@ -432,7 +487,7 @@ def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
     Returns sum_i w_i l_i over the rows, in row order.
     """
     c = Z.shape[1]
-    e = np.empty(c, dtype=np.float64)
+    e = np.empty(c, dtype=Z.dtype)  # float32 logits: exp in float32 (see _row_exp)
     acc = 0.0
     for r in range(q0, q1):
         i = r0 + r

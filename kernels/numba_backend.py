@@ -51,6 +51,7 @@ from ._numba_math import (
     _ce_term,
     _cycles,
     _exp,
+    _exp_row_f32,
     _feature_blocks,
     _forward_tile,
     _log,
@@ -100,7 +101,7 @@ def _softmax_kernel(logits, out, log):
     for b in prange(nblk):
         r0 = b * rb
         r1 = min(n, r0 + rb)
-        e = np.empty(c, dtype=np.float64)
+        e = np.empty(c, dtype=logits.dtype)  # float32 logits: exp in float32 (see _row_exp)
         for i in range(r0, r1):
             z = logits[i]
             o = out[i]
@@ -155,7 +156,8 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
         nr = r1 - r0
         # The block is processed as flat arrays so that exp runs in one long vectorised loop
         # (per-row loops of c ~ 10 leave most of the work to scalar remainders).
-        ez = np.empty(nr * c, dtype=np.float64)
+        # float32 logits: exp in float32, 16 lanes (as the Cython kernel); sums in float64
+        ez = np.empty(nr * c, dtype=logits.dtype)
         mx = np.empty(nr, dtype=np.float64)
         sums = np.empty(nr, dtype=np.float64)
         shifted_true = np.empty(nr, dtype=np.float64)
@@ -169,15 +171,19 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
             # 2. z_y - m before ``out`` (which may alias ``logits``) is written
             shifted_true[r] = _shifted_minus(np.float64(z[y[r0 + r]]), m, 0.0)
             for k in range(c):
-                ez[r * c + k] = np.float64(z[k]) - m
+                ez[r * c + k] = np.float64(z[k]) - m  # exact, then rounded once
         # 3. e_ik = exp(z_ik - m_i), one flat loop
-        for q in range(nr * c):
-            ez[q] = _exp(ez[q])
+        if ez.itemsize == 4:
+            # from a copy: in place, the vectoriser's overlap check fails and it runs scalar
+            _exp_row_f32(ez.copy(), 0.0, ez)
+        else:
+            for q in range(nr * c):
+                ez[q] = _exp(ez[q])
         # 4. dL/dz_ik = w_i / sum(w) (p_ik - [k == y_i]), p_ik = e_ik / s_i
         for r in range(nr):
             s = 0.0
             for k in range(c):
-                s += ez[r * c + k]
+                s += np.float64(ez[r * c + k])
             sums[r] = s
             wi = sample_weight[r0 + r] if has_weight else 1.0
             scale = wi * inv_wsum
