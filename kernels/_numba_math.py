@@ -19,37 +19,25 @@ from ._numba_config import FEATURE_BLOCK, JIT, JIT_STRICT
 # --------------------------------------------------------------------------------------
 # Scalar building blocks
 # --------------------------------------------------------------------------------------
-@intrinsic
-def _i64_as_f64(typingctx, i):
-    """Reinterpret the bits of an int64 as a float64 (vectorisable, unlike frexp/ldexp)."""
-    sig = types.float64(types.int64)
+def _bitcast(source, target, llvm_target, doc):
+    """An intrinsic reinterpreting the bits of a ``source`` value as ``target`` (vectorisable,
+    unlike frexp/ldexp)."""
+    def cast(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_target)
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        return target(source), codegen
 
-    return sig, codegen
-
-
-@intrinsic
-def _i32_as_f32(typingctx, i):
-    """Reinterpret the bits of an int32 as a float32."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
+    cast.__doc__ = doc
+    return intrinsic(cast)
 
 
-@intrinsic
-def _f64_as_i64(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64."""
-    sig = types.int64(types.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return sig, codegen
+_i64_as_f64 = _bitcast(types.int64, types.float64, ir.DoubleType(),
+                       "Reinterpret the bits of an int64 as a float64.")
+_f64_as_i64 = _bitcast(types.float64, types.int64, ir.IntType(64),
+                       "Reinterpret the bits of a float64 as an int64.")
+_i32_as_f32 = _bitcast(types.int32, types.float32, ir.FloatType(),
+                       "Reinterpret the bits of an int32 as a float32.")
 
 
 @intrinsic
