@@ -45,6 +45,9 @@ cdef enum:
     GEMM_MIN_GRAD_TILES = 8
     GEMM_SPLIT_SLOTS = 8          # row-split mode: slots (partial gradients)
     GEMM_SPLIT_BLOCK = 512        # ... rows of one block at most
+    # ... and at least (when n and c allow): blocks of 32 rows (n = 256 over 8 slots) made
+    # the mode slower than the tiled one, 128 made it faster (256 x 2048 x 64: 1.09 -> 0.76 ms)
+    GEMM_SPLIT_MIN_BLOCK = 128
     # ... bytes of one partial gradient at most: every block reads and writes the whole of
     # it, which must stay in cache (c x d = 1000 x 768 float32, 3 MB: 581 -> 495 ms; 2048 x
     # 1000, 8 MB: no gain; 10000 x 768, 31 MB: 174 -> 268 ms)
@@ -97,10 +100,13 @@ cdef Py_ssize_t gemm_split_slots(Py_ssize_t d, Py_ssize_t c, Py_ssize_t itemsize
 
 
 cdef Py_ssize_t gemm_split_block(Py_ssize_t n, Py_ssize_t c, Py_ssize_t slots) noexcept nogil:
-    """Rows of one block of the row-split mode: enough blocks for every slot, at most
-    GEMM_SPLIT_BLOCK rows, and the slots' logits (slots x B x c) within GEMM_CHUNK_ELEMS."""
+    """Rows of one block of the row-split mode: enough blocks for every slot, within
+    [GEMM_SPLIT_MIN_BLOCK, GEMM_SPLIT_BLOCK], and the slots' logits (slots x B x c) within
+    GEMM_CHUNK_ELEMS (that cap wins)."""
     cdef Py_ssize_t rows = ((n + slots - 1) // slots + 15) // 16 * 16
     cdef Py_ssize_t cap = (GEMM_CHUNK_ELEMS // (slots * c)) // 16 * 16 if c > 0 else rows
+    if rows < GEMM_SPLIT_MIN_BLOCK:
+        rows = GEMM_SPLIT_MIN_BLOCK
     if rows > GEMM_SPLIT_BLOCK:
         rows = GEMM_SPLIT_BLOCK
     if rows > cap:

@@ -53,6 +53,7 @@ GEMM_MIN_GRAD_TILES = 8
 #: it, which must stay in cache)
 GEMM_SPLIT_SLOTS = 8
 GEMM_SPLIT_BLOCK = 512
+GEMM_SPLIT_MIN_BLOCK = 128  # (when n and c allow; 32-row blocks were slower than tiles)
 GEMM_SPLIT_BYTES = 1 << 22
 #: most models one thread of the multi-model epoch trains side by side (one gather of each
 #: minibatch serves them all); the grouping never changes a model's numbers

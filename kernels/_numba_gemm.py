@@ -30,6 +30,7 @@ from ._numba_config import (
     GEMM_ROW_TILE,
     GEMM_SPLIT_BLOCK,
     GEMM_SPLIT_BYTES,
+    GEMM_SPLIT_MIN_BLOCK,
     GEMM_SPLIT_SLOTS,
     JIT,
     PJIT,
@@ -67,11 +68,12 @@ def split_slots(d, c, itemsize):
 
 @njit(**JIT)
 def split_block(n, c, slots):
-    """Rows of one block of the row-split mode: enough blocks for every slot, at most
-    GEMM_SPLIT_BLOCK, and the slots' logits (slots x B x c) within GEMM_CHUNK_ELEMS."""
+    """Rows of one block of the row-split mode: enough blocks for every slot, within
+    [GEMM_SPLIT_MIN_BLOCK, GEMM_SPLIT_BLOCK], and the slots' logits (slots x B x c) within
+    GEMM_CHUNK_ELEMS (that cap wins)."""
     rows = ((n + slots - 1) // slots + 15) // 16 * 16
     cap = (GEMM_CHUNK_ELEMS // (slots * max(c, 1))) // 16 * 16
-    return max(min(rows, GEMM_SPLIT_BLOCK, cap), 16)
+    return max(min(max(rows, GEMM_SPLIT_MIN_BLOCK), GEMM_SPLIT_BLOCK, cap), 16)
 
 
 @njit(**PJIT)

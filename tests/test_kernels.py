@@ -708,8 +708,8 @@ def test_property_linear(fast_dense_backend, n, c, d, use64, uint8, seed):
 # every shape: the BLAS path the large shapes take (kernels/_paths.py chooses it by shape)
 # --------------------------------------------------------------------------------------
 # All above the crossover. Row-split mode (one partial dW of c x d fits in 4 MiB): (9000, 40,
-# 40) deals 18 blocks of 512 rows (the last 296) to the 8 slots; (20, 2000, 60) has fewer
-# blocks (2) than slots. Tiled mode (a larger dW): (120, 1100, 1000); in float64 also
+# 40) deals 18 blocks of 512 rows (the last 296) to the 8 slots; (20, 2000, 60) is one block of
+# at least 128 rows (one slot used). Tiled mode (a larger dW): (120, 1100, 1000); in float64 also
 # (70, 800, 700); (300, 1000, 40) has dW in 8 feature tiles of 128 (the last 104) there.
 BLAS_SHAPES = [(600, 120, 64), (70, 300, 1500), (2100, 40, 40), (300, 1000, 40),
                (9000, 40, 40), (20, 2000, 60), (120, 1100, 1000), (70, 800, 700)]
