@@ -342,10 +342,11 @@ cdef double _linear_gemm(
 
 def linear_softmax_ce_gemm(X, double x_scale, coef, intercept, y, sample_weight,
                            double alpha, grad_coef, grad_intercept, int n_threads=1):
-    """As :func:`linear_softmax_ce`, with the products done by BLAS in fixed tiles.
+    """As :func:`linear_softmax_ce`, with the products done by BLAS in fixed row blocks
+    (row-split mode) or tiles (tiled mode), chosen by shape.
 
     The caller keeps BLAS single-threaded (``softmax_fast.kernels._blas``): our own threads
-    share the tiles out.
+    share the blocks or tiles out.
     """
     cdef int tn = _float_typenum(coef, "coef")
     cdef Py_ssize_t n = _dim(X, 0), d = _dim(coef, 1), c = _dim(coef, 0)
@@ -363,73 +364,82 @@ def linear_softmax_ce_gemm(X, double x_scale, coef, intercept, y, sample_weight,
         grad_coef[...] = float("nan")
         grad_intercept[...] = float("nan")
         return float("nan")
-    dtype = np.float32 if tn == cnp.NPY_FLOAT32 else np.float64
+    cdef bint f32 = tn == cnp.NPY_FLOAT32
+    with nogil:
+        wsum = <double> n if w == NULL else sf_sum_f64(w, n)
+        if alpha != 0.0:
+            penalty = 0.5 * alpha * (sf_sumsq_f32(<const float *> wp, c * d) if f32
+                                     else sf_sumsq_f64(<const double *> wp, c * d))
+    dtype = np.float32 if f32 else np.float64
     cdef int nt = _n_workers(n_threads, n * c * d, LIN_GRAIN)
-    cdef Py_ssize_t slots = gemm_split_slots(d, c, 4 if tn == cnp.NPY_FLOAT32 else 8)
+    cdef Py_ssize_t slots = gemm_split_slots(d, c, 4 if f32 else 8)
     if slots:
-        return _linear_split_call(xp, xu8, n, d, c, x_scale, wp, bp, yp, w, alpha, gwp, gbp,
-                                  slots, tn == cnp.NPY_FLOAT32, dtype, nt)
+        total = _split_total(xp, xu8, n, d, c, x_scale, wp, bp, yp, w, wsum, alpha, gwp, gbp,
+                             slots, f32, dtype, nt)
+    else:
+        total = _tiled_total(xp, xu8, n, d, c, x_scale, wp, bp, yp, w, wsum, alpha, gwp, gbp,
+                             f32, dtype, nt)
+    return total / wsum + penalty
+
+
+cdef double _tiled_total(
+    const void *xp, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, double x_scale,
+    const void *wp, const void *bp, const intp_t *yp, const double *w, double wsum,
+    double alpha, void *gwp, void *gbp, bint f32, object dtype, int nt,
+) except? -1:
+    """linear_softmax_ce_gemm in tiled mode: the chunk's buffers, then _linear_gemm;
+    returns sum_i w_i l_i."""
     cdef Py_ssize_t R = gemm_chunk_rows(n, c)
     Z = np.empty(R * c, dtype=dtype)
     Xf = np.empty(R * d if xu8 else 1, dtype=dtype)
     cdef double[::1] block_loss = np.empty(R)
+    cdef double total
     cdef float[::1] zf, xff
     cdef double[::1] zd, xfd
-    if tn == cnp.NPY_FLOAT32:
+    if f32:
         zf, xff = Z, Xf
         with nogil:
-            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
             total = _linear_gemm(xp, xu8, n, d, c, <float> x_scale, <const float *> wp,
                                  <const float *> bp, yp, w, wsum, <float> alpha, <float *> gwp,
                                  <float *> gbp, &zf[0], &xff[0], &block_loss[0], nt)
-            if alpha != 0.0:
-                penalty = 0.5 * alpha * sf_sumsq_f32(<const float *> wp, c * d)
     else:
         zd, xfd = Z, Xf
         with nogil:
-            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
             total = _linear_gemm(xp, xu8, n, d, c, x_scale, <const double *> wp,
                                  <const double *> bp, yp, w, wsum, alpha, <double *> gwp,
                                  <double *> gbp, &zd[0], &xfd[0], &block_loss[0], nt)
-            if alpha != 0.0:
-                penalty = 0.5 * alpha * sf_sumsq_f64(<const double *> wp, c * d)
-    return total / wsum + penalty
+    return total
 
 
-cdef double _linear_split_call(
+cdef double _split_total(
     const void *xp, bint xu8, Py_ssize_t n, Py_ssize_t d, Py_ssize_t c, double x_scale,
-    const void *wp, const void *bp, const intp_t *yp, const double *w, double alpha,
-    void *gwp, void *gbp, Py_ssize_t slots, bint f32, object dtype, int nt,
+    const void *wp, const void *bp, const intp_t *yp, const double *w, double wsum,
+    double alpha, void *gwp, void *gbp, Py_ssize_t slots, bint f32, object dtype, int nt,
 ) except? -1:
-    """linear_softmax_ce_gemm in row-split mode: the slots' buffers, then _linear_split."""
+    """linear_softmax_ce_gemm in row-split mode: the slots' buffers, then _linear_split;
+    returns sum_i w_i l_i."""
     cdef Py_ssize_t B = gemm_split_block(n, c, slots)
     bufs = [np.empty(size, dtype=dtype) for size in
             (slots * B * c, slots * B * d if xu8 else 1, slots * c * d, slots * c)]
     cdef double[::1] slot_loss = np.empty(slots)
-    cdef double wsum, total, penalty = 0.0
+    cdef double total
     cdef float[::1] f0, f1, f2, f3
     cdef double[::1] d0, d1, d2, d3
     if f32:
         f0, f1, f2, f3 = bufs
         with nogil:
-            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
             total = _linear_split(xp, xu8, n, d, c, <float> x_scale, <const float *> wp,
                                   <const float *> bp, yp, w, wsum, <float> alpha,
                                   <float *> gwp, <float *> gbp, slots, B, &f0[0], &f1[0],
                                   &f2[0], &f3[0], &slot_loss[0], nt)
-            if alpha != 0.0:
-                penalty = 0.5 * alpha * sf_sumsq_f32(<const float *> wp, c * d)
     else:
         d0, d1, d2, d3 = bufs
         with nogil:
-            wsum = <double> n if w == NULL else sf_sum_f64(w, n)
             total = _linear_split(xp, xu8, n, d, c, x_scale, <const double *> wp,
                                   <const double *> bp, yp, w, wsum, alpha, <double *> gwp,
                                   <double *> gbp, slots, B, &d0[0], &d1[0], &d2[0], &d3[0],
                                   &slot_loss[0], nt)
-            if alpha != 0.0:
-                penalty = 0.5 * alpha * sf_sumsq_f64(<const double *> wp, c * d)
-    return total / wsum + penalty
+    return total
 
 
 # ------------------------------------------------------------------ SGD with large minibatches

@@ -158,8 +158,9 @@ def _exp_row_f32(z, m, e):
 
     A whole row per call: the loop vectorises (twice the lanes of float64) while the flags
     stay strict. ``z`` and ``e`` must not be the same array (in place, the vectoriser's
-    overlap check fails and the loop runs scalar: 3x slower). Clamping to [-110, 88] gives exp(-inf) = 0 exactly; NaN passes the clamps
-    and poisons the polynomial (its exponent is clamped separately, never converted as NaN).
+    overlap check fails and the loop runs scalar: 3x slower). Clamping to [-110, 88] gives
+    exp(-inf) = 0 exactly; NaN passes the clamps and poisons the polynomial (its exponent is
+    clamped separately, never converted as NaN).
     """
     mf = np.float32(m)
     for k in range(z.shape[0]):
