@@ -21,10 +21,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from softmax_fast._training.lbfgs import path_tolerance
 from softmax_fast._training.scoring import score
 from softmax_fast.estimator import SoftmaxRegression
 
 __all__ = ["SoftmaxRegressionCV", "default_alphas"]
+
+#: A warm-started step of the path shrinks its start's gradient at least this much (besides
+#: reaching ``tol``); see :func:`softmax_fast._training.lbfgs.warm_start_tolerance`.
+PATH_MIN_REDUCTION = 0.1
 
 #: The strongest and weakest default strength (alpha = 1 / (C n)).
 ALPHA_RANGE = (1e-1, 1e-7)
@@ -35,6 +40,30 @@ def default_alphas(count):
     return np.logspace(math.log10(ALPHA_RANGE[0]), math.log10(ALPHA_RANGE[1]), int(count))
 
 
+def predicted_start(alphas, optima):
+    """The start for ``alphas[-1]``: the optima at the strengths before it, extrapolated.
+
+    The optimum moves smoothly with log(alpha); a straight line through the last two optima
+    (in log alpha) predicts the next one far better than the last optimum alone (probe
+    50k x 512 x 100, 16 strengths, tol 1e-4: 303 L-BFGS iterations from the last optimum,
+    178-198 from the prediction). None when there are fewer than two optima or a strength
+    is 0 (no logarithm).
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        The strengths of ``optima`` followed by the new one.
+    optima : list of (coef, intercept)
+        The optima at ``alphas[:-1]``.
+    """
+    if len(optima) < 2 or min(alphas) <= 0:
+        return None
+    (coef0, intercept0), (coef1, intercept1) = optima[-2:]
+    t0, t1, t = (math.log(a) for a in alphas[-3:])
+    r = (t - t1) / (t1 - t0)
+    return coef1 + r * (coef1 - coef0), intercept1 + r * (intercept1 - intercept0)
+
+
 class SoftmaxRegressionCV(SoftmaxRegression):
     """Softmax regression whose L2 strength is chosen on a warm-started regularization path.
 
@@ -42,7 +71,8 @@ class SoftmaxRegressionCV(SoftmaxRegression):
     ----------
     alphas : int or array-like of float, default=16
         Strengths to try; an int gives that many log-spaced between 1e-1 and 1e-7. They are
-        tried from the strongest to the weakest, each fit warm-started from the last.
+        tried from the strongest to the weakest, each fit warm-started from the last two
+        optima (extrapolated in log alpha) and run until it reaches its own optimum.
     cv : int or cross-validation splitter, default=5
         Stratified folds (an int) or any scikit-learn splitter; ignored when ``fit`` gets an
         ``eval_set``.
@@ -192,8 +222,17 @@ class SoftmaxRegressionCV(SoftmaxRegression):
 
         model = self._path_estimator(alphas[0])
         models = []
+        optima = []  # the last two strengths' optima: the next start is predicted from them
         for j, alpha in enumerate(alphas):
             model.set_params(alpha=float(alpha))
+            if j > 0:
+                state = model._state
+                # from near the previous optimum, each strength must still reach its own
+                model._path_gtol = path_tolerance(alpha - alphas[j - 1], state.coef,
+                                                  state.coef.dtype, PATH_MIN_REDUCTION)
+                start = predicted_start(alphas[j - len(optima):j + 1], optima)
+                if start is not None:
+                    state.coef[...], state.intercept[...] = start
             with warnings.catch_warnings():
                 if not self.verbose:
                     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -203,6 +242,7 @@ class SoftmaxRegressionCV(SoftmaxRegression):
                                    float(self.input_scale), y_idx)
             scores[fold, j] = accuracy if self.scoring == "accuracy" else -loss
             n_iter[fold, j] = model.n_iter_
+            optima = [*optima, (model._state.coef.copy(), model._state.intercept.copy())][-2:]
             snapshot = clone(model)
             for name, value in vars(model).items():
                 if name.endswith("_") and not name.startswith("_"):

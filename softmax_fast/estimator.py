@@ -451,11 +451,15 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         ``{"epoch": iteration, "train_loss": objective, "seconds": since the start}``.
         """
         backend = _kernels_for(X, self.backend) if kernels is None else kernels
-        run = run_newton if self.solver_ == "newton-cg" else run_lbfgs
+        run, options = run_lbfgs, {}
+        if self.solver_ == "newton-cg":
+            run = run_newton
+        elif getattr(self, "_path_gtol", None) is not None:
+            options["gtol"] = self._path_gtol  # a step of SoftmaxRegressionCV's path
         nit, converged = run(
             backend, state, X, float(self.input_scale), y_idx, weights, self.alpha_,
             resolve_n_threads(self.n_threads), max_iter=max_iter, tol=self.tol,
-            callback=_iteration_reporter(on_epoch),
+            callback=_iteration_reporter(on_epoch), **options,
         )
         self._publish(state)
         self.n_iter_ = nit

@@ -372,8 +372,8 @@ def run_path(plan, alphas, *, retrain_on_full=False, on_phase=None, on_alpha=Non
     """Choose the L2 strength on the validation part, then score that model on the test data.
 
     The regularization path of :class:`~softmax_fast.cv.SoftmaxRegressionCV` (L-BFGS,
-    strongest first, each fit warm-started from the last) on the training part, scored on
-    the validation part (its ``eval_set``): the linear-probe protocol. ``plan.params``
+    strongest first, each fit warm-started from the previous ones) on the training part,
+    scored on the validation part (its ``eval_set``): the linear-probe protocol. ``plan.params``
     gives ``max_iter`` (per strength), ``tol``, ``input_scale``, the backend and the seed;
     its ``alpha`` is not used.
 

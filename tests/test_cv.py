@@ -1,7 +1,8 @@
 """SoftmaxRegressionCV: the warm-started regularization path against independent fits.
 
-The path fits the strengths from strong to weak, each from the previous optimum; the
-optimum of a strictly convex objective does not depend on where L-BFGS starts, so every
+The path fits the strengths from strong to weak, each from a start predicted from the
+previous optima; the optimum of a strictly convex objective does not depend on where
+L-BFGS starts, so every
 point of the path must equal a fit from zero at the same strength, and the strength chosen
 must be the one independent fits would choose — in fewer iterations.
 """
@@ -11,7 +12,9 @@ import pytest
 from sklearn.datasets import make_classification
 
 from softmax_fast import SoftmaxRegression, SoftmaxRegressionCV
+from softmax_fast._training.lbfgs import path_tolerance
 from softmax_fast._training.scoring import score
+from softmax_fast.cv import predicted_start
 
 ALPHAS = [1e-4, 1e-1, 1e-3, 1e-2]  # any order: the path sorts them strongest first
 EXACT = {"tol": 1e-9, "max_iter": 5000, "dtype": "float64"}
@@ -57,3 +60,39 @@ def test_folds_refit_the_chosen_alpha_on_all_the_data(data):
     alone = _alone(X, y, cv.alpha_)
     assert cv.objective(X, y) == pytest.approx(alone.objective(X, y), rel=1e-9)
     np.testing.assert_array_equal(cv.predict(X), alone.predict(X))
+
+
+def test_a_loose_tolerance_still_moves_the_path_at_weak_regularization(data):
+    # At tol 1e-4 the gradient a warm start begins with, (alpha - alpha_prev) coef, is below
+    # tol once alpha is small: each weak strength used to stop with 0 iterations and repeat
+    # the previous model. Each strength must now end far nearer its own optimum than the
+    # previous strength's optimum is (training cross-entropy, scored on the training set).
+    X, y, _, _ = data
+    alphas = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6]
+    path = []
+    SoftmaxRegressionCV(alphas=alphas, dtype="float64", tol=1e-4).fit(
+        X, y, eval_set=(X, y.astype(np.intp)), on_alpha=path.append)
+    exact = [score(m.coef_, m.intercept_, X, 1.0, y.astype(np.intp))[0]
+             for m in (_alone(X, y, alpha) for alpha in alphas)]
+    assert all(point["n_iter"] > 0 for point in path)
+    for j in range(1, len(alphas)):
+        assert abs(path[j]["loss"] - exact[j]) < 0.1 * abs(exact[j - 1] - exact[j]), j
+
+
+def test_the_start_is_extrapolated_in_log_alpha():
+    coef = np.array([[1.0, -2.0], [0.5, 0.0]])
+    line = [(coef * t, np.array([t, -t])) for t in (0.0, 1.0)]  # optimum = t coef, t = log10
+    start = predicted_start([1.0, 10.0, 1000.0], line)
+    np.testing.assert_allclose(start[0], 3.0 * coef)
+    np.testing.assert_allclose(start[1], [3.0, -3.0])
+    assert predicted_start([1.0, 10.0], line[:1]) is None  # one optimum: no line
+    assert predicted_start([1.0, 0.0, 0.0], line) is None  # no log of 0
+
+
+def test_a_path_step_asks_for_a_share_of_its_own_gradient():
+    coef = np.array([[2.0, -4.0]])
+    assert path_tolerance(-1e-3, coef, np.float64, 0.1) == pytest.approx(0.1 * 1e-3 * 4.0)
+    # float32 stops where its rounding lets the line search still make progress
+    assert path_tolerance(-1e-9, coef, np.float32, 0.1) == 1e-6
+    assert path_tolerance(-1e-9, coef, np.float64, 0.1) == pytest.approx(4e-10)
+    assert path_tolerance(-1e-13, coef, np.float64, 0.1) == 1e-12

@@ -102,7 +102,8 @@ class TrainingTable:
         """The ``on_phase`` display: a heading, a header row and a bar around one fit."""
         if phase.name == "path":
             self.echo(f"regularization path: {plural(phase.epochs, 'iteration')} at most per "
-                      "strength (L-BFGS, strongest first, each warm-started from the last):")
+                      "strength (L-BFGS, strongest first, warm-started from the previous "
+                      "ones):")
             self.echo(self.PATH_HEADER)
             with self._bar(self.n_alphas, "strengths"):
                 yield

@@ -278,11 +278,6 @@ def _report(dataset, test_source, plan, result):
 def _print_summary(result, solver, table, as_json):
     model = result.model
     if result.path is not None:
-        if any(row["n_iter"] == 0 for row in result.path):
-            # a warm start inside the tolerance is kept as it is; say so, not just "0"
-            table.echo("n_iter 0: the previous strength's weights already met the gradient "
-                       "tolerance at this one (at small alpha a gradient tolerance leaves "
-                       "about tol/alpha of distance to the exact optimum)")
         best = next(r for r in result.path if r["alpha"] == result.alpha)
         table.echo(f"chosen alpha {result.alpha:.3g} (validation accuracy "
                    f"{best['val_accuracy']:.4f}, loss {best['val_loss']:.4f}) out of "
