@@ -14,6 +14,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ._numba_config import FEATURE_BLOCK, JIT, JIT_STRICT
+from .contract import EXP_FLUSH
 
 
 # --------------------------------------------------------------------------------------
@@ -108,7 +109,10 @@ _LOG2E_F32 = np.float32(1.44269504088896341)
 _LN2_HI_F32 = np.float32(0.693145751953125)
 _LN2_LO_F32 = np.float32(1.428606765330187045e-06)
 (_F2, _F3, _F4, _F5, _F6, _F7, _F8) = (np.float32(1.0 / math.factorial(k)) for k in range(2, 9))
-_EXP_LO_F32, _EXP_HI_F32 = np.float32(-110.0), np.float32(88.0)
+# exp of anything below these is flushed to exactly 0, never made subnormal (the kernel
+# contract's EXP_FLUSH; the reasons are written down at Cython's sf_exp_vf)
+_EXP_FLUSH_F32, _EXP_HI_F32 = np.float32(EXP_FLUSH["float32"]), np.float32(88.0)
+_EXP_FLUSH_F64 = EXP_FLUSH["float64"]
 (_LG1, _LG2, _LG3, _LG4, _LG5, _LG6, _LG7) = (  # fdlibm e_log.c
     6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01,
     2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
@@ -124,9 +128,11 @@ def _exp(x):
 
     1. x = k ln2 + r with k = rint(x / ln2), |r| <= ln2 / 2 (two-part ln2, exact k ln2_hi).
     2. exp(r) by its Taylor polynomial to degree 13 (truncation < 1e-17 relative).
-    3. 2^k applied as two factors 2^h 2^(k-h) so results in the subnormal range round once.
+    3. 2^k applied as two factors 2^h 2^(k-h).
+    4. x < -680 gives exactly 0: no subnormal is ever made (see ``_EXP_FLUSH_F64``).
     """
-    x = -746.0 if x < -746.0 else x  # below -745.14 the result rounds to 0; NaN passes
+    if x < _EXP_FLUSH_F64:
+        return 0.0  # NaN is not below: it goes on and poisons the polynomial
     kf = np.rint(x * _LOG2E)
     r = (x - kf * _LN2_HI) - kf * _LN2_LO
     p = _E13
@@ -158,14 +164,15 @@ def _exp_row_f32(z, m, e):
 
     A whole row per call: the loop vectorises (twice the lanes of float64) while the flags
     stay strict. ``z`` and ``e`` must not be the same array (in place, the vectoriser's
-    overlap check fails and the loop runs scalar: 3x slower). Clamping to [-110, 88] gives
-    exp(-inf) = 0 exactly; NaN passes the clamps and poisons the polynomial (its exponent is
-    clamped separately, never converted as NaN).
+    overlap check fails and the loop runs scalar: 3x slower). Arguments below -64 give
+    exactly 0 (no subnormal is ever made; -inf included); NaN passes the clamps and poisons
+    the polynomial (its exponent is clamped separately, never converted as NaN).
     """
     mf = np.float32(m)
     for k in range(z.shape[0]):
         x = np.float32(z[k]) - mf
-        x = _EXP_LO_F32 if x < _EXP_LO_F32 else x
+        flush = x < _EXP_FLUSH_F32
+        x = _EXP_FLUSH_F32 if flush else x
         x = _EXP_HI_F32 if x > _EXP_HI_F32 else x
         n = np.rint(x * _LOG2E_F32)
         r = (x - n * _LN2_HI_F32) - n * _LN2_LO_F32
@@ -181,7 +188,8 @@ def _exp_row_f32(z, m, e):
         nc = n if n > np.float32(-160.0) else np.float32(-160.0)  # NaN -> -160
         ni = np.int32(nc)
         n1 = ni >> 1
-        e[k] = p * _i32_as_f32((n1 + 127) << 23) * _i32_as_f32((ni - n1 + 127) << 23)
+        v = p * _i32_as_f32((n1 + 127) << 23) * _i32_as_f32((ni - n1 + 127) << 23)
+        e[k] = np.float32(0.0) if flush else v
 
 
 @njit(**JIT_STRICT)

@@ -45,6 +45,7 @@ from ._governor import GOVERNOR
 from ._guard import check_multi
 from ._numba_blas import gemm
 from ._numba_config import JIT, MULTI_MODELS_PER_TASK, PJIT
+from ._numba_math import _EXP_FLUSH_F32
 
 __all__ = ["multi_sgd_epoch"]
 
@@ -83,14 +84,16 @@ def _exp_nonpositive(arg, out, bits):
 
     libm's exp is a scalar call and was ~20 % of an epoch; this is Cephes' expf: n =
     round(x log2 e), r = x - n ln 2 (two-part constant), e^r by a degree-6 polynomial, 2^n
-    built in the exponent bits. x is clamped at -87 so 2^n stays a normal number; e^-87 is
-    below float32's smallest normal anyway and only ever adds to a sum >= 1.
+    built in the exponent bits. Arguments below -64 give exactly 0, so no subnormal is ever
+    made (each costs a microcode assist; the reasons are in ``_sf_simd.h``, SF_EXP_FLUSH_F32);
+    e^-64 only ever adds to a sum >= 1, far below its rounding.
     """
     pow2 = bits.view(np.float32)
     for q in range(arg.shape[0]):
         x = arg[q]
         # clamp below only: a NaN (comparison false) stays NaN and makes the row's sum NaN
-        x = np.float32(-87.0) if x < np.float32(-87.0) else x
+        flush = x < _EXP_FLUSH_F32
+        x = _EXP_FLUSH_F32 if flush else x
         n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
         r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
         p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
@@ -98,7 +101,7 @@ def _exp_nonpositive(arg, out, bits):
         p = p * r + np.float32(4.1665795894e-2)
         p = p * r + np.float32(1.6666665459e-1)
         p = p * r + np.float32(5.0000001201e-1)
-        out[q] = p * (r * r) + r + np.float32(1.0)
+        out[q] = np.float32(0.0) if flush else p * (r * r) + r + np.float32(1.0)
         bits[q] = (np.int32(n) + np.int32(127)) << np.int32(23)
     for q in range(arg.shape[0]):
         out[q] *= pow2[q]
