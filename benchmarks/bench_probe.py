@@ -33,9 +33,10 @@ Groups per data set (``probe <n>x<d>x<c>: ...``):
     oneDAL, ``torch.set_num_threads``).
     ``extra_info``: tol, iterations, gap reached, seconds per iteration. Limit the peers with
     ``SOFTMAX_FAST_BENCH_PROBE_PEERS=torch,scikit-learn-intelex``.
-``16-alpha path``
+``16-alpha path, tol 0.0001`` and ``tol 1e-06``
     ``SoftmaxRegressionCV(alphas=16).fit(X, y, eval_set=(X_val, y_val))`` (warm-started path)
-    against 16 independent ``SoftmaxRegression`` fits from zero, at the same tol; whether both
+    against 16 independent ``SoftmaxRegression`` fits from zero, at the same tol (the CV's
+    default, and one where every fit is near its optimum); whether both
     choose the same alpha (and, if not, by how many validation rows the path's alpha trails
     with the independent fits), and their iterations.
 ``memmap``
@@ -76,7 +77,9 @@ ALPHA = 1e-5
 GAP = 1e-6
 TOL_LADDER = [10.0 ** (-k / 2) for k in range(17)]  # 1 ... 1e-8
 MAX_ITER = 3000
-PATH_TOL = 1e-4  # SoftmaxRegressionCV's default
+#: SoftmaxRegressionCV's default, and a tol at which every fit is near its optimum (then the
+#: path and the independent fits must choose the same alpha)
+PATH_TOLS = [1e-4, 1e-6]
 N_ALPHAS = 16
 MEMMAP_ITERATIONS = size(30, 5)
 WARMUP_ROWS = 1024
@@ -306,30 +309,33 @@ def _validation_accuracies(models, X_val, y_val):
                      for m in models])
 
 
-def test_alpha_path(benchmark, probe):
-    benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path"
+@pytest.mark.parametrize("tol", PATH_TOLS)
+def test_alpha_path(benchmark, probe, tol):
+    benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path, tol {tol:g}"
 
     def path():
-        model = SoftmaxRegressionCV(alphas=N_ALPHAS, dtype="float32", tol=PATH_TOL,
+        model = SoftmaxRegressionCV(alphas=N_ALPHAS, dtype="float32", tol=tol,
                                     n_threads=bench_threads())
         return model.fit(probe["X"], probe["y"], eval_set=(probe["X_val"], probe["y_val"]))
 
     model, seconds = timed(benchmark, path, count=1, warmup=0)
     iterations = int(np.sum(model.n_iter_))
-    STASH[("probe-path", probe["name"])] = {"alpha": model.alpha_, "iterations": iterations}
+    STASH[("probe-path", probe["name"], tol)] = {"alpha": model.alpha_,
+                                                 "iterations": iterations}
     record(benchmark, impl="SoftmaxRegressionCV (warm-started path)", ours=True,
            chosen_alpha=model.alpha_, iterations=iterations, best_score=model.best_score_)
 
 
-def test_independent_fits(benchmark, probe):
-    benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path"
+@pytest.mark.parametrize("tol", PATH_TOLS)
+def test_independent_fits(benchmark, probe, tol):
+    benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path, tol {tol:g}"
     alphas = default_alphas(N_ALPHAS)
 
     def fits():
         models = []
         for alpha in alphas:
             model = SoftmaxRegression(solver="lbfgs", alpha=float(alpha), dtype="float32",
-                                      tol=PATH_TOL, n_threads=bench_threads())
+                                      tol=tol, n_threads=bench_threads())
             models.append(_quiet(model.fit, probe["X"], probe["y"]))
         return models
 
@@ -337,8 +343,9 @@ def test_independent_fits(benchmark, probe):
     iterations = int(sum(m.n_iter_ for m in models))
     accuracies = _validation_accuracies(models, probe["X_val"], probe["y_val"])
     chosen = float(alphas[int(np.argmax(accuracies))])  # ties: the strongest, as the CV does
-    path = STASH.get(("probe-path", probe["name"]))
-    STASH[("probe-independent", probe["name"])] = {"alpha": chosen, "iterations": iterations}
+    path = STASH.get(("probe-path", probe["name"], tol))
+    STASH[("probe-independent", probe["name"], tol)] = {"alpha": chosen,
+                                                        "iterations": iterations}
     info = {"chosen_alpha": chosen, "iterations": iterations, "same_alpha_as_path": None}
     if path is not None:
         info["same_alpha_as_path"] = bool(np.isclose(chosen, path["alpha"]))
@@ -378,7 +385,9 @@ def test_clip_projection(benchmark, probe):
     benchmark.extra_info.update(impl=f"gradient n={rows} d={d} c={c}", ours=True,
                                 flops=linear_flops(rows, d, c))
     inputs = [("probe-fit", probe["name"], "softmax-fast"), ("probe-gradient", probe["name"]),
-              ("probe-path", probe["name"]), ("probe-independent", probe["name"])]
+              # the path's iterations at the CV's default tol
+              ("probe-path", probe["name"], PATH_TOLS[0]),
+              ("probe-independent", probe["name"], PATH_TOLS[0])]
     missing = [key[0] for key in inputs if key not in STASH]
     if missing:
         pytest.skip(f"the projection needs {missing} of the same run (run the whole file)")
