@@ -28,7 +28,7 @@ from softmax_fast.estimator import SoftmaxRegression
 __all__ = ["SoftmaxRegressionCV", "default_alphas"]
 
 #: A warm-started step of the path shrinks its start's gradient at least this much (besides
-#: reaching ``tol``); see :func:`softmax_fast._training.lbfgs.warm_start_tolerance`.
+#: reaching ``tol``); see :func:`softmax_fast._training.lbfgs.path_tolerance`.
 PATH_MIN_REDUCTION = 0.1
 
 #: The strongest and weakest default strength (alpha = 1 / (C n)).

@@ -106,7 +106,7 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
 
 
 #: Below these gradient tolerances the line search stalls on rounding (float32 objectives
-#: are defined to ~1e-7 relative; measured on the probe data: gtol 1e-7 ended in 20-50
+#: are defined to ~1e-7 relative; measured on the probe data: gtol 1e-7 ended in 19-24
 #: evaluations per iteration and an abnormal stop).
 _REACHABLE_GTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
 
