@@ -204,7 +204,8 @@ def _fit_torch(X, y, tol):
 def solver(name):
     """(fit(X, y, tol) -> (coef, intercept, iterations), label); ImportError if missing."""
     if name == "softmax-fast":
-        return _fit_softmax_fast, f"softmax-fast {resolve_backend_name('auto')}"
+        # the solver's revision is in the label: calibrations are cached under it
+        return _fit_softmax_fast, f"softmax-fast {resolve_backend_name('auto')} whitened L-BFGS"
     if name == "scikit-learn":
         import sklearn
         from sklearn.linear_model import LogisticRegression

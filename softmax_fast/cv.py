@@ -221,6 +221,7 @@ class SoftmaxRegressionCV(SoftmaxRegression):
         from sklearn.base import clone
 
         model = self._path_estimator(alphas[0])
+        model._moment_cache = {}  # every strength fits X_tr: its second moments once
         models = []
         optima = []  # the last two strengths' optima: the next start is predicted from them
         for j, alpha in enumerate(alphas):

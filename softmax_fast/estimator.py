@@ -456,6 +456,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             run = run_newton
         elif getattr(self, "_path_gtol", None) is not None:
             options["gtol"] = self._path_gtol  # a step of SoftmaxRegressionCV's path
+        if self.solver_ != "newton-cg" and getattr(self, "_moment_cache", None) is not None:
+            options["moment_cache"] = self._moment_cache  # the path's fits share X
         nit, converged = run(
             backend, state, X, float(self.input_scale), y_idx, weights, self.alpha_,
             resolve_n_threads(self.n_threads), max_iter=max_iter, tol=self.tol,
