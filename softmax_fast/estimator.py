@@ -96,7 +96,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState or None
         Seeds shuffling, the validation split and random initialisation.
     tol : float, default=1e-4
-        Improvement below which an epoch counts as no progress; L-BFGS gradient tolerance.
+        Improvement below which an epoch counts as no progress; for L-BFGS, the largest
+        component of the objective's gradient (in the weights' own units) at which it stops.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop when the
         validation loss has not improved by ``tol`` for ``n_iter_no_change`` epochs, and keep the
