@@ -14,7 +14,9 @@ kept there (one future per block). Every L-BFGS evaluation then
    sum / total weight + alpha W — the in-memory objective exactly, up to summation order.
 
 SciPy's optimizer runs on the client (:func:`~softmax_fast._training.lbfgs.run_lbfgs`, the
-same driver as in memory), so the iterates are those of an in-memory fit up to rounding.
+same driver as in memory), so the iterates are those of an in-memory fit up to rounding. Its
+whitening (``FeatureWhitening``) estimates the features' second moments once per fit from
+the same rows an in-memory fit samples, each block summing its share where it lives.
 
 The kernel returns a block's weighted *mean* (its contract); with ``alpha=0`` and multiplied
 back by the block's weight sum it gives the block's sum. The kernel's own weight sum and the
@@ -224,9 +226,11 @@ class ClusterProblem:
     """
 
     def __init__(self, client, blocks, threads, classes, n_features, total_weight, dtype,
-                 backend, x_scale, callback):
+                 backend, x_scale, callback, block_rows=None):
         self.client = client
         self.blocks = blocks
+        #: rows per block, in order: the blocks' place among X's rows
+        self.block_rows = list(block_rows) if block_rows is not None else None
         self.threads = threads
         self.classes = classes
         self.n_features = n_features
@@ -259,7 +263,31 @@ class ClusterProblem:
         threads = _threads_per_block(client, blocks, estimator.n_threads)
         return cls(client, blocks, threads, classes, X.shape[1], total, dtype,
                    resolve_backend_name(estimator.backend, "dense"), estimator.input_scale,
-                   callback)
+                   callback, block_rows=X.chunks[0])
+
+    @property
+    def shape(self):
+        """(n_samples, n_features) of the data the blocks hold."""
+        return (int(sum(self.block_rows or ())), self.n_features)
+
+    def second_moment(self, x_scale, rows):
+        """E[x~ x~^T] over ``rows`` evenly spaced rows, each block summing its own share.
+
+        The rows are those an in-memory fit samples (the same global indices), so the
+        whitening, and with it the iterates, match the in-memory fit's up to rounding.
+        """
+        from softmax_fast._training.lbfgs import whitening_sample
+
+        picked = whitening_sample(self.shape[0], rows)
+        starts = np.cumsum([0, *self.block_rows[:-1]])
+        shares = [picked[(picked >= start) & (picked < start + size)] - start
+                  for start, size in zip(starts, self.block_rows, strict=True)]
+        parts = self.client.map(_block_second_moment, self.blocks, shares, x_scale=x_scale,
+                                pure=False)
+        sums = _result(self.client, _tree_sum(self.client, parts))
+        d1 = self.n_features + 1
+        moment, total = sums[:-1].reshape(d1, d1), sums[-1]
+        return moment / total if total > 0 else moment
 
     def linear_softmax_ce(self, X, x_scale, coef, intercept, y, sample_weight, alpha,
                           grad_coef, grad_intercept, n_threads):
@@ -530,6 +558,15 @@ def _block_sums(block, n_threads, *, theta, shape, backend, x_scale):
     out[2 + c * d:] = grad_intercept
     out[2:] *= total
     return out
+
+
+def _block_second_moment(block, index, *, x_scale):
+    """[sum w x~ x~^T over the block's rows ``index`` (flat), their weight sum]."""
+    from softmax_fast._training.lbfgs import second_moment_sums
+
+    X_b, _, w_b, _ = block
+    moment, total = second_moment_sums(X_b, x_scale, w_b, index)
+    return np.append(moment.ravel(), total)
 
 
 def _add(*parts):

@@ -180,3 +180,36 @@ def test_a_lost_worker_mid_fit_is_recomputed(client):
     assert _relative_gap(model, memory, X, y) < 1e-6
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker ...
     assert victim not in client.scheduler_info()["workers"]  # ... under a new address
+
+
+def test_whitening_moments_are_summed_where_the_blocks_live(client, monkeypatch):
+    # The cluster estimates the features' second moments from the rows an in-memory fit
+    # samples (uneven blocks, weights), so both fits whiten alike and run the same iterates.
+    from softmax_fast._training import lbfgs
+
+    monkeypatch.setattr(lbfgs, "WHITENING_ROWS", (700, 700))  # fewer rows than n: sampled
+    X, y = _data(n=2500, seed=3)
+    X = X * np.geomspace(1.0, 30.0, X.shape[1]) + 2.0  # badly scaled: whitening matters
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, len(y))
+    seen = []
+    original = lbfgs.FeatureWhitening.for_data.__func__
+
+    def recorded(cls, X_, *args, **kwargs):
+        whitening = original(cls, X_, *args, **kwargs)
+        seen.append((type(X_).__name__, whitening))
+        return whitening
+
+    monkeypatch.setattr(lbfgs.FeatureWhitening, "for_data", classmethod(recorded))
+    params = dict(TIGHT, tol=1e-8)
+    memory = SoftmaxRegression(**params).fit(X, y, sample_weight=weights)
+    chunks = (600, 900, 1000)
+    model = SoftmaxRegression(**params).fit(
+        da.from_array(X, chunks=(chunks, 20)), da.from_array(y, chunks=(chunks,)),
+        sample_weight=da.from_array(weights, chunks=(chunks,)))
+    (_, in_memory), (kind, clustered) = seen
+    assert kind == "ClusterProblem" and in_memory is not None and clustered is not None
+    # the same M (L L^T) to float32 precision: blocks are summed in another grouping
+    moments = [w.cholesky @ w.cholesky.T for w in (clustered, in_memory)]
+    assert np.abs(moments[0] - moments[1]).max() <= 1e-5 * np.abs(moments[1]).max()
+    assert abs(model.n_iter_ - memory.n_iter_) <= 2
+    assert _relative_gap(model, memory, X, y, weights) < 1e-9

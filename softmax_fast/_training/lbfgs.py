@@ -210,9 +210,10 @@ class FeatureWhitening:
 
     @classmethod
     def for_data(cls, X, x_scale, sample_weight, alpha, n_classes, cache=None):
-        """The whitening for ``X`` (dense, a memory map or sparse), or None where none pays.
+        """The whitening for ``X`` (dense, a memory map, sparse, or a Dask cluster's problem,
+        which estimates M where its blocks live), or None where none pays.
 
-        None for the cluster's blockwise problem, for d above WHITENING_MAX_FEATURES, for
+        None for other objects, for d above WHITENING_MAX_FEATURES, for
         n < 4 (d + 1) (its two products per evaluation would cost more than a quarter of
         the kernel's) and where estimating M would cost more than
         WHITENING_BUDGET_EVALUATIONS evaluations. ``cache`` (a dict) keeps M for the next
@@ -220,7 +221,9 @@ class FeatureWhitening:
         """
         import scipy.sparse
 
-        if not (isinstance(X, np.ndarray) or scipy.sparse.issparse(X)) or X.ndim != 2:
+        clustered = hasattr(X, "second_moment")  # softmax_fast.distributed.ClusterProblem
+        if not (clustered or isinstance(X, np.ndarray) or scipy.sparse.issparse(X)) \
+                or len(X.shape) != 2:
             return None
         n, d = X.shape
         rows = whitening_rows(n, d)
@@ -230,7 +233,8 @@ class FeatureWhitening:
         if cache is not None and "second_moment" in cache:
             second_moment = cache["second_moment"].copy()
         else:
-            second_moment = feature_second_moment(X, x_scale, sample_weight, rows)
+            second_moment = X.second_moment(x_scale, rows) if clustered else \
+                feature_second_moment(X, x_scale, sample_weight, rows)
             if cache is not None:
                 cache["second_moment"] = second_moment.copy()
         if not np.all(np.isfinite(second_moment)):
@@ -274,34 +278,49 @@ def whitening_rows(n, d):
     return min(n, max(low, min(high, WHITENING_ROWS_PER_FEATURE * (d + 1))))
 
 
+def whitening_sample(n, rows):
+    """The evenly spaced row indices the second moments are estimated from."""
+    return np.unique(np.linspace(0, n - 1, rows).astype(np.intp))
+
+
 def feature_second_moment(X, x_scale, sample_weight, rows):
     """E[x~ x~^T] of x~ = [x_scale * x, 1] over ``rows`` evenly spaced rows of X (float64).
 
+    Evenly spaced rather than the first ones: files are often sorted by class. Sample weights
+    weight the mean. See :func:`second_moment_sums` for how the rows are read.
+    """
+    moment, total = second_moment_sums(X, x_scale, sample_weight,
+                                       whitening_sample(X.shape[0], rows))
+    return moment / total if total > 0 else moment
+
+
+def second_moment_sums(X, x_scale, sample_weight, index):
+    """(sum_i w_i x~_i x~_i^T, sum_i w_i) over the rows ``index`` of X (float64).
+
     Rows are read in blocks, so a memory map is never copied whole (a sparse matrix's rows
-    are densified a block at a time); sample weights weight the mean. Evenly spaced rather
-    than the first ones: files are often sorted by class. Each block's product runs in
-    float32 (GEMM speed; a preconditioner needs no more) and is summed in float64.
+    are densified a block at a time). Each block's product runs in float32 (GEMM speed; a
+    preconditioner needs no more) and is summed in float64. A Dask worker runs this on its
+    own block of rows (:mod:`softmax_fast.distributed`).
     """
     import scipy.sparse
 
-    n, d = X.shape
-    picked = np.unique(np.linspace(0, n - 1, rows).astype(np.intp))
+    d = X.shape[1]
     weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
     moment = np.zeros((d + 1, d + 1))
     total = 0.0
-    for start in range(0, len(picked), _WHITENING_BLOCK):
-        index = picked[start:start + _WHITENING_BLOCK]
-        block = np.ones((len(index), d + 1), np.float32)
-        block[:, :d] = X[index].toarray() if scipy.sparse.issparse(X) else X[index]
+    for start in range(0, len(index), _WHITENING_BLOCK):
+        rows = index[start:start + _WHITENING_BLOCK]
+        block = np.ones((len(rows), d + 1), np.float32)
+        block[:, :d] = X[rows].toarray() if scipy.sparse.issparse(X) else X[rows]
         block[:, :d] *= np.float32(x_scale)
         weighted = block
         if weights is None:
-            total += len(index)
+            total += len(rows)
         else:
-            weighted = block * weights[index].astype(np.float32)[:, None]
-            total += float(weights[index].sum())
+            weighted = block * weights[rows].astype(np.float32)[:, None]
+            total += float(weights[rows].sum())
         moment += weighted.T @ block
-    return moment / total if total > 0 else moment
+    return moment, total
 
 
 #: Below these gradient tolerances the line search stalls on rounding (float32 objectives
