@@ -179,3 +179,17 @@ def test_a_path_estimates_the_second_moments_once_per_fold(monkeypatch):
         warnings.simplefilter("ignore")
         SoftmaxRegressionCV(alphas=4, cv=2, refit=False, dtype="float64").fit(X, y)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("precondition", [False, True])
+def test_a_start_within_tol_runs_no_iteration_and_keeps_the_weights(precondition):
+    X, y = badly_conditioned(n=1500, d=8, c=3, spread=3.0)
+    alpha = 1e-2
+    optimum, n_iter, _ = _fit(X, y, alpha, precondition=precondition, tol=1e-8)
+    assert n_iter > 0
+    coef, intercept = optimum.coef.copy(), optimum.intercept.copy()
+    n_iter, converged = run_lbfgs(REFERENCE, optimum, X, 1.0, y, None, alpha, 1,
+                                  max_iter=100, tol=1e-6, precondition=precondition)
+    assert (n_iter, converged) == (0, True)
+    assert np.array_equal(optimum.coef, coef) and np.array_equal(optimum.intercept, intercept)
+    assert optimum.history[-1]["epoch"] == 0

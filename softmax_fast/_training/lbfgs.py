@@ -91,7 +91,10 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
             last["loss"], last["theta"] = loss, theta.copy()
             last["grad_max"] = max(float(np.abs(grad_coef).max(initial=0.0)),
                                    float(np.abs(grad_intercept).max(initial=0.0)))
-            last.setdefault("grad0", last["grad_max"])
+            if "grad0" not in last:
+                last["grad0"] = last["grad_max"]
+                if last["grad_max"] <= stop_at:
+                    raise _StartIsOptimal  # a warm start already within tol: 0 iterations
             return loss, coordinates.gradient(grad_coef, grad_intercept)
 
         iteration = [0]
@@ -109,11 +112,15 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
                 raise StopIteration
 
         theta0 = coordinates.start(state.coef, state.intercept)
-        # SciPy's own gradient test is off (gtol 0: only an exactly zero gradient stops it)
-        result = minimize(objective, theta0, jac=True, method="L-BFGS-B",
-                          callback=after_iteration,
-                          options={"maxiter": max_iter, "maxcor": history, "gtol": 0.0,
-                                   "ftol": 64 * np.finfo(float).eps, "maxls": 50})
+        try:
+            # SciPy's own gradient test is off (gtol 0: only an exactly zero gradient stops it)
+            result = minimize(objective, theta0, jac=True, method="L-BFGS-B",
+                              callback=after_iteration,
+                              options={"maxiter": max_iter, "maxcor": history, "gtol": 0.0,
+                                       "ftol": 64 * np.finfo(float).eps, "maxls": 50})
+        except _StartIsOptimal:
+            state.history.append({"epoch": 0, "train_loss": float(last["loss"])})
+            return 0, True
         if np.all(np.isfinite(result.x)):
             coordinates.weights(result.x, coef, intercept)
             last["final_grad_max"] = float(np.abs(coordinates.own_gradient(result.jac)).max(
@@ -128,6 +135,10 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
     converged = (last.get("converged", False) or bool(result.success)
                  or _at_working_precision(result, dtype, last))
     return iteration[0], converged
+
+
+class _StartIsOptimal(Exception):
+    """The first evaluation found the start within tol (raised out of SciPy's loop)."""
 
 
 class _Identity:
