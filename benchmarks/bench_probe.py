@@ -124,7 +124,7 @@ def probe(request):
     X, y = embedding_data(n + n // 5, d, c)
     name = f"{n // 1000}kx{d}x{c}" if n >= 1000 else f"{n}x{d}x{c}"
     return {"X": X[:n], "y": y[:n], "X_val": X[n:], "y_val": y[n:], "shape": (n, d, c),
-            "name": name, "key": f"v{DATA_VERSION}-{n}-{d}-{c}-alpha{ALPHA:g}",
+            "name": name, "key": _probe_key(n, d, c),
             "cache": getattr(request.config, "cache", None)}
 
 
@@ -135,10 +135,19 @@ def objective(coef, intercept, X, y):
     return loss + l2_penalty(coef, ALPHA)
 
 
+def _probe_key(n, d, c):
+    """A data set's key in pytest's cache: its generator's version, shape and alpha."""
+    return f"v{DATA_VERSION}-{n}-{d}-{c}-alpha{ALPHA:g}"
+
+
+def _cache_key(probe_key, name):
+    return f"softmax_fast/probe/{probe_key}/{name}"
+
+
 def _cached(probe, name, compute):
     """``compute()``, remembered in pytest's cache under the data set's key (JSON values)."""
     cache = probe["cache"]
-    key = f"softmax_fast/probe/{probe['key']}/{name}"
+    key = _cache_key(probe["key"], name)
     if cache is not None:
         value = cache.get(key, None)
         if value is not None:
@@ -248,7 +257,7 @@ def calibrate(probe, label, fit, fstar, *, ours=True):
     threads_key = f"tol/{label}/{bench_threads()}threads"
     if not ours and probe["shape"][0] > CALIBRATED_PEERS_UP_TO:
         cache = probe["cache"]
-        small = f"softmax_fast/probe/v{DATA_VERSION}-50000-512-100-alpha{ALPHA:g}/{threads_key}"
+        small = _cache_key(_probe_key(50_000, 512, 100), threads_key)
         known = cache.get(small, None) if cache is not None else None
         if known is not None:
             return {"tol": known["tol"], "reached": None, "from": "the 50k probe"}

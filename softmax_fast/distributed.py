@@ -226,11 +226,11 @@ class ClusterProblem:
     """
 
     def __init__(self, client, blocks, threads, classes, n_features, total_weight, dtype,
-                 backend, x_scale, callback, block_rows=None):
+                 backend, x_scale, callback, block_rows):
         self.client = client
         self.blocks = blocks
         #: rows per block, in order: the blocks' place among X's rows
-        self.block_rows = list(block_rows) if block_rows is not None else None
+        self.block_rows = list(block_rows)
         self.threads = threads
         self.classes = classes
         self.n_features = n_features
@@ -263,12 +263,12 @@ class ClusterProblem:
         threads = _threads_per_block(client, blocks, estimator.n_threads)
         return cls(client, blocks, threads, classes, X.shape[1], total, dtype,
                    resolve_backend_name(estimator.backend, "dense"), estimator.input_scale,
-                   callback, block_rows=X.chunks[0])
+                   callback, X.chunks[0])
 
     @property
     def shape(self):
         """(n_samples, n_features) of the data the blocks hold."""
-        return (int(sum(self.block_rows or ())), self.n_features)
+        return (int(sum(self.block_rows)), self.n_features)
 
     def second_moment(self, x_scale, rows):
         """E[x~ x~^T] over ``rows`` evenly spaced rows, each block summing its own share.
