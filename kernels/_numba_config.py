@@ -26,6 +26,12 @@ JIT_STRICT = {"fastmath": {"contract"}, "error_model": "numpy", "cache": True,
 #: elements (rows x classes) of logits/gradients that one chunk of linear_softmax_ce keeps
 #: in memory: the extra memory is O(CHUNK_ELEMS), whatever n and n_classes are.
 CHUNK_ELEMS = 1 << 16
+#: most rows and most bytes of X in one chunk of linear_softmax_ce (the Cython backend's
+#: LIN_ROWS and LIN_X_BYTES): the backward pass reads the rows the forward pass just read,
+#: which must still be in cache. Chunks of CHUNK_ELEMS // c rows (20 MB of X at d = 784,
+#: c = 10) made both passes read X from memory, and 2 threads gained 1.3x instead of 2x.
+CHUNK_ROWS = 1024
+CHUNK_X_BYTES = 1 << 20
 #: rows of one forward/softmax tile (even: the forward kernel works on pairs of rows)
 ROW_TILE = 16
 #: classes of one forward tile and of one backward tile
@@ -33,6 +39,10 @@ CLASS_TILE = 128
 #: target width (features) of one feature block; blocks are multiples of 16 elements. Wide
 #: blocks amortise the horizontal sums of the forward tile; 784 features give 2 blocks.
 FEATURE_BLOCK = 384
+#: feature blocks of linear_softmax_ce's gradient (dW) and their least width: at c = 10 the
+#: class tiles give no parallelism, the feature blocks do
+GRAD_FEATURE_BLOCKS = 8
+GRAD_MIN_FEATURE_WIDTH = 64
 #: rows x classes handled by one softmax block (fixed-order loss partials)
 SOFTMAX_BLOCK_ELEMS = 1 << 14
 #: below this many multiply-adds per call, use one thread (same code, same result)

@@ -13,7 +13,13 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._numba_config import FEATURE_BLOCK, JIT, JIT_STRICT
+from ._numba_config import (
+    FEATURE_BLOCK,
+    GRAD_FEATURE_BLOCKS,
+    GRAD_MIN_FEATURE_WIDTH,
+    JIT,
+    JIT_STRICT,
+)
 from .contract import EXP_FLUSH
 
 
@@ -245,7 +251,20 @@ def _ce_term(lse, zy, m):
 @njit(**JIT)
 def _feature_blocks(d):
     """Edges of the fixed feature blocks: about FEATURE_BLOCK wide, multiples of 16."""
-    nfb = max(1, (d + FEATURE_BLOCK // 2) // FEATURE_BLOCK)
+    return _split_features(d, max(1, (d + FEATURE_BLOCK // 2) // FEATURE_BLOCK))
+
+
+@njit(**JIT)
+def _gradient_blocks(d):
+    """Edges of the feature blocks of linear_softmax_ce's dW: GRAD_FEATURE_BLOCKS blocks at
+    least GRAD_MIN_FEATURE_WIDTH wide (the backward tile has no horizontal sums to amortise,
+    and narrower blocks give the threads tiles to share at small c)."""
+    return _split_features(d, max(1, min(GRAD_FEATURE_BLOCKS, d // GRAD_MIN_FEATURE_WIDTH)))
+
+
+@njit(**JIT)
+def _split_features(d, nfb):
+    """Edges of ``nfb`` (at most) near-equal feature blocks whose edges are multiples of 16."""
     q = (d + 15) // 16
     nfb = min(nfb, q) if d > 0 else 1
     edges = np.empty(nfb + 1, dtype=np.intp)

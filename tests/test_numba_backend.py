@@ -225,3 +225,21 @@ def test_a_descheduled_partner_thread_changes_nothing():
                           timeout=600, cwd=SUBPROCESS_CWD)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("d", [1, 15, 16, 17, 64, 127, 200, 784, 1000, 4096])
+def test_feature_blocks_tile_the_features_on_cache_lines(d):
+    """Both feature splits cover [0, d) in order, each edge but d a multiple of 16 elements
+    (whole 64-byte lines of float32: neighbouring blocks' threads never write one line), and
+    the gradient's blocks are at least GRAD_MIN_FEATURE_WIDTH wide where d allows."""
+    from softmax_fast.kernels._numba_config import GRAD_FEATURE_BLOCKS, GRAD_MIN_FEATURE_WIDTH
+    from softmax_fast.kernels._numba_math import _feature_blocks, _gradient_blocks
+
+    for edges, most in ((_feature_blocks(d), None), (_gradient_blocks(d), GRAD_FEATURE_BLOCKS)):
+        assert edges[0] == 0 and edges[-1] == d
+        assert np.all(np.diff(edges) > 0)
+        assert np.all(edges[:-1] % 16 == 0)
+        if most is not None:
+            assert len(edges) - 1 <= most
+            if d >= 2 * GRAD_MIN_FEATURE_WIDTH:
+                assert np.diff(edges).min() >= GRAD_MIN_FEATURE_WIDTH - 16
