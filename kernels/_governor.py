@@ -7,7 +7,7 @@ barriers (``_sf_simd.h``); the Numba ones are watched from here, at two levels:
 * within a call, kernels with many regions (an SGD epoch: one per minibatch) time each region
   (``_numba_math.watch_region``) and finish on one thread after repeated stalls;
 * across calls, every call through ``numba_backend._call`` is timed: one that ran far slower
-  per unit of work than the fastest call of its kind, or a kernel that fell back mid-call,
+  than the fastest call of the same kernel and size, or a kernel that fell back mid-call,
   makes the next calls run on one thread for a back-off period (0.05 s, doubled while the
   machine stays busy, up to 8 s), after which the threads are tried again.
 
@@ -25,16 +25,22 @@ class Governor:
     """Thread-count advice for one process (shared by all Numba kernels; thread-safe enough:
     it is a hint, and a race only costs one call's speed)."""
 
-    #: A call this many times slower per unit of work than the fastest of its kind (and at
-    #: least MIN_SECONDS long) waited for a descheduled thread.
+    #: A call this many times slower than the fastest of the same kernel and size (and at
+    #: least MIN_SECONDS long) waited for a descheduled thread. The size is part of the
+    #: key: per unit of work, shapes differ more than this slack (softmax-CE ran 0.6 ns an
+    #: element at 8192 x 1000 and 1.6 at 1,000,000 x 10), and judged against another
+    #: shape's rate, an ordinary 1.6x hiccup of a virtual machine sent every Numba kernel to
+    #: one thread for seconds.
     SLOWDOWN = 4.0
     MIN_SECONDS = 0.002
     BACKOFF_MIN, BACKOFF_MAX = 0.05, 8.0
+    #: sizes remembered at most (then forgotten all at once: a fit uses a few)
+    MAX_KINDS = 4096
 
     def __init__(self):
         self._serial_until = 0.0
         self._backoff = self.BACKOFF_MIN
-        self._fastest = {}  # (kernel name, threads) -> seconds per unit of work
+        self._fastest = {}  # (kernel name, threads, work) -> seconds
         self._lock = threading.Lock()
 
     def threads(self, n_threads):
@@ -59,12 +65,14 @@ class Governor:
         tic = time.perf_counter()
         result = kernel(*args)
         seconds = time.perf_counter() - tic
-        key = (getattr(kernel, "__name__", repr(kernel)), threads)
-        rate = seconds / work
+        key = (getattr(kernel, "__name__", repr(kernel)), threads, work)
         with self._lock:
             fastest = self._fastest.get(key)
-            self._fastest[key] = rate if fastest is None else min(fastest, rate)
-        if fastest is not None and seconds > self.MIN_SECONDS and rate > self.SLOWDOWN * fastest:
+            if fastest is None and len(self._fastest) >= self.MAX_KINDS:
+                self._fastest.clear()
+            self._fastest[key] = seconds if fastest is None else min(fastest, seconds)
+        if (fastest is not None and seconds > self.MIN_SECONDS
+                and seconds > self.SLOWDOWN * fastest):
             self.report(True)
         return result
 

@@ -42,6 +42,30 @@ def test_a_call_far_slower_than_its_fastest_reports_contention():
     assert gov.timed(kernel, 1, 1000, (0.001,)) == 0.001  # one thread: never judged
 
 
+def test_a_call_is_judged_against_its_own_size_only():
+    """A size that is slower per unit of work than another is not contention."""
+    gov = Governor()
+
+    def kernel(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    gov.timed(kernel, 2, 1_000_000, (0.003,))  # an efficient size: 3 ns a unit
+    gov.timed(kernel, 2, 100_000, (0.005,))  # another size, 50 ns a unit: its own baseline
+    gov.timed(kernel, 2, 100_000, (0.006,))  # within the slack of its own size
+    assert gov.threads(2) == 2
+    gov.timed(kernel, 2, 100_000, (0.05,))  # 10x its own fastest
+    assert gov.threads(2) == 1
+
+
+def test_the_sizes_remembered_are_bounded(monkeypatch):
+    monkeypatch.setattr(Governor, "MAX_KINDS", 8)
+    gov = Governor()
+    for work in range(1, 30):
+        gov.timed(lambda: None, 2, work, ())
+        assert len(gov._fastest) <= 8
+
+
 @pytest.mark.parametrize("work", [0, -1])
 def test_calls_without_work_are_not_judged(work):
     gov = Governor()
