@@ -12,7 +12,8 @@ barriers (``_sf_simd.h``); the Numba ones are watched from here, at two levels:
   machine stays busy, up to 8 s), after which the threads are tried again.
 
 Results never depend on the thread count (fixed tiles and orders), so the governor changes
-speed only. An idle machine never triggers it: its calls stay within a few times the fastest.
+speed only. An idle machine rarely triggers it (a hiccup of the host that doubles one call),
+and a false alarm costs one back-off period on one thread.
 """
 
 import threading
@@ -26,12 +27,15 @@ class Governor:
     it is a hint, and a race only costs one call's speed)."""
 
     #: A call this many times slower than the fastest of the same kernel and size (and at
-    #: least MIN_SECONDS long) waited for a descheduled thread. The size is part of the
-    #: key: per unit of work, shapes differ more than this slack (softmax-CE ran 0.6 ns an
-    #: element at 8192 x 1000 and 1.6 at 1,000,000 x 10), and judged against another
-    #: shape's rate, an ordinary 1.6x hiccup of a virtual machine sent every Numba kernel to
-    #: one thread for seconds.
-    SLOWDOWN = 4.0
+    #: least MIN_SECONDS long) waited for a descheduled thread. With one of two cores taken,
+    #: a 2-thread call runs about as long as one thread would, twice its idle time
+    #: (softmax-CE 1,000,000 x 10: 43 ms against 17 idle and 32 on one thread), so 2 is
+    #: where one thread starts to pay; a false alarm costs one back-off on one thread.
+    #: The size is part of the key: per unit of work, shapes differ by more than this
+    #: (softmax-CE ran 0.6 ns an element at 8192 x 1000 and 1.6 at 1,000,000 x 10), and
+    #: judged against another shape's rate, ordinary hiccups of a virtual machine sent
+    #: every Numba kernel to one thread for seconds.
+    SLOWDOWN = 2.0
     MIN_SECONDS = 0.002
     BACKOFF_MIN, BACKOFF_MAX = 0.05, 8.0
     #: sizes remembered at most (then forgotten all at once: a fit uses a few)
@@ -71,9 +75,10 @@ class Governor:
             if fastest is None and len(self._fastest) >= self.MAX_KINDS:
                 self._fastest.clear()
             self._fastest[key] = seconds if fastest is None else min(fastest, seconds)
-        if (fastest is not None and seconds > self.MIN_SECONDS
-                and seconds > self.SLOWDOWN * fastest):
-            self.report(True)
+        if fastest is not None:
+            # a call in time also ends the doubling of the back-off: without it, rare false
+            # alarms on an idle machine added up to back-offs of seconds
+            self.report(seconds > self.MIN_SECONDS and seconds > self.SLOWDOWN * fastest)
         return result
 
 

@@ -58,6 +58,22 @@ def test_a_call_is_judged_against_its_own_size_only():
     assert gov.threads(2) == 1
 
 
+def test_a_call_in_time_ends_the_doubling_of_the_back_off(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    gov = Governor()
+    gov.timed(lambda: None, 2, 1000, ())  # the baseline
+    for _ in range(3):  # three false alarms in a row: the back-off doubles
+        gov.report(True)
+        clock[0] += 10.0
+    assert gov._backoff == 8 * Governor.BACKOFF_MIN
+    gov.timed(lambda: None, 2, 1000, ())  # a parallel call in time
+    assert gov._backoff == Governor.BACKOFF_MIN
+    gov.report(True)
+    clock[0] += Governor.BACKOFF_MIN + 0.01
+    assert gov.threads(2) == 2  # the next alarm costs one short back-off only
+
+
 def test_the_sizes_remembered_are_bounded(monkeypatch):
     monkeypatch.setattr(Governor, "MAX_KINDS", 8)
     gov = Governor()
