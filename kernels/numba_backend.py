@@ -17,8 +17,9 @@ Design
   where the heap placed the buffers (seen as rare 1-ulp differences between identical calls).
   Hence results are bitwise identical for any ``n_threads``, which also lets small problems run
   on one thread without changing the result.
-* Threads never write one cache line: ``linear_softmax_ce`` sums dW per feature block into a
-  buffer of its own whose rows are whole lines, copied into ``grad_coef`` at the end (written
+* Threads never write one cache line: ``linear_softmax_ce`` (like ``sgd_epoch``) sums dW per
+  feature block into a buffer of its own whose rows are whole lines, copied into
+  ``grad_coef`` at the end (written
   in place, the block edges of every class row were shared, and 2 threads ran the backward
   pass slower than one), over chunks of rows whose X stays in cache for the backward pass.
 * ``sgd_epoch`` runs the whole epoch in one compiled call. The features are cut into a fixed
@@ -250,10 +251,7 @@ def _linear_kernel(X, x_scale, coef, intercept, y, sample_weight, has_weight, al
     partial = np.zeros(ntile_max, dtype=np.float64)
     gb = np.zeros(c, dtype=np.float64)
     local_rows = np.arange(rc)
-    # dW accumulates per feature block in its own buffer (rows padded to whole cache lines):
-    # written straight into grad_coef, the threads of neighbouring blocks shared the cache
-    # line at every block edge of every class row, and 2 threads ran the backward pass
-    # slower than one (20000 x 784 x 10: 12.3 ms against 10.2)
+    # dW per feature block, rows of whole cache lines (see the module notes)
     grad_blocks = np.zeros((nfb, c, _padded_width(edges)), dtype=wdt)
     total = 0.0
     for ch in range(nchunk):
@@ -442,11 +440,9 @@ def _sgd_kernel(X, x_scale, y, sample_weight, has_weight, order, coef, intercept
     bs = max(1, min(batch_size, n))
     edges = _feature_blocks(d)
     nfb = edges.shape[0] - 1
-    fbmax = 0
-    for j in range(nfb):
-        fbmax = max(fbmax, edges[j + 1] - edges[j])
     P = np.zeros((nfb, bs, c), dtype=np.float64)  # partial logits per feature block
-    gcoef = np.zeros((nfb, c, fbmax), dtype=wdt)  # gradient of coef, per feature block
+    # gradient of coef per feature block, rows of whole cache lines (see the module notes)
+    gcoef = np.zeros((nfb, c, _padded_width(edges)), dtype=wdt)
     G = np.zeros((bs, c), dtype=wdt)  # x_scale * dL/dz of the batch being updated
     gbias = np.zeros(c, dtype=np.float64)
     gbias_w = np.zeros(c, dtype=wdt)
