@@ -6,6 +6,12 @@ Design
   matrix products (X coef^T and G^T X) run in the working dtype with vectorised FMAs and tiles of
   2 rows x 4 classes (forward) or 8 rows x 2 classes (backward), which keep the loads per FMA
   low enough for L1 to feed the FMA units.
+* Vector width: on AVX-512 CPUs LLVM's tuning (``prefer-256-bit``, set by Numba for the whole
+  process) keeps every loop on 256-bit registers. The tiles and the row loops of the softmax
+  call ``_numba_math._wide_vectors()``, two LLVM function attributes that let them use
+  512-bit registers (inlined into a kernel, they keep them): measured against the same code
+  without the hint in one process, SGD epochs 1.04-1.24x, ``linear_softmax_ce`` at c = 10
+  1.01-1.09x, softmax-CE 1.05-1.15x. Other CPUs ignore the attributes.
 * ``exp``/``log`` are our own branch-free float64 versions (<= 1 ulp over the range used) so that
   LLVM vectorises the row loops; libm calls would stay scalar (about 12 ns each).
 * Determinism: every parallel loop runs over tiles whose shape depends only on the problem shape

@@ -237,3 +237,83 @@ def test_known_dispatchers_are_checked():
     assert _without_numba_defaults(numba_backend._exp.targetoptions) == \
         {k: v for k, v in cfg.JIT_STRICT.items() if k != "cache"}
     assert "_epoch" in _dispatchers(numba_multi) and "_epoch" in _dispatchers(sparse)
+
+
+# --------------------------------------------------------------------------------------
+# The wide-vector hint (``_numba_math._wide_vectors``)
+# --------------------------------------------------------------------------------------
+def _host_has_avx512():
+    from llvmlite import binding
+    from numba.core import codegen  # noqa: F401  (llvmlite is initialised through it)
+
+    return "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
+
+
+@numba.njit(cache=False)
+def _axpy_without_hint(a, x, y):
+    for i in range(x.shape[0]):
+        y[i] += a * x[i]
+
+
+def _fresh_asm_and_ir(function, *args):
+    """Compile ``function``'s Python source again (no cache: a dispatcher loaded from Numba's
+    cache has no IR to show) with its own options, call it, return (LLVM IR, assembly)."""
+    dispatcher = numba.njit(cache=False, **{k: v for k, v in function.targetoptions.items()
+                                            if k not in ("cache", "nopython")})(function.py_func)
+    dispatcher(*args)
+    sig = dispatcher.signatures[0]
+    return dispatcher.inspect_llvm(sig), dispatcher.inspect_asm(sig)
+
+
+def test_the_tiles_carry_the_wide_vector_attributes():
+    """Both matrix-product tiles are compiled with the two attributes in their definition,
+    and on an AVX-512 CPU into 512-bit code (the hint is an attribute, not a JIT option:
+    the option sets above are untouched)."""
+    import numpy as np
+
+    from softmax_fast.kernels import _numba_math as nm
+
+    rng = np.random.default_rng(0)
+    A = rng.random((8, 64), dtype=np.float32)
+    W = rng.random((3, 64), dtype=np.float32)
+    P = np.zeros((8, 3))
+    G = rng.random((8, 3), dtype=np.float32)
+    Out = np.zeros((3, 64), dtype=np.float32)
+    rows = np.arange(8)
+    cases = [(nm._forward_tile, (A, rows, 0, 64, W, 0, 3, P, 0, rows[:0])),
+             (nm._backward_tile, (A, rows, 0, 64, G, 0, 0, 3, Out, 0))]
+    for tile, args in cases:
+        ir, asm = _fresh_asm_and_ir(tile, *args)
+        # (LLVM may drop the other attribute once the tile's own vector types are known)
+        assert '"prefer-vector-width"="512"' in ir, tile.__name__
+        if _host_has_avx512():
+            assert "zmm" in asm, tile.__name__
+    np.testing.assert_allclose(P, A.astype(np.float64) @ W.T.astype(np.float64), rtol=1e-5)
+    np.testing.assert_allclose(Out, G.T @ A, rtol=1e-5)
+
+
+@pytest.mark.skipif(not _host_has_avx512(), reason="the hint only changes code on AVX-512")
+def test_the_wide_vector_hint_gives_512_bit_code_on_avx512():
+    """On an AVX-512 CPU, LLVM's prefer-256-bit tuning keeps a plain loop on ymm registers
+    and the hint moves it to zmm (if a Numba or LLVM upgrade changed either, the tiles would
+    silently lose or no longer need the hint)."""
+    import numpy as np
+
+    from softmax_fast.kernels import _numba_math as nm
+
+    @numba.njit(cache=False)
+    def axpy_with_hint(a, x, y):
+        nm._wide_vectors()
+        for i in range(x.shape[0]):
+            y[i] += a * x[i]
+
+    x = np.ones(1000, dtype=np.float32)
+    y1, y2 = np.zeros_like(x), np.zeros_like(x)
+    a = np.float32(2)  # (a float64 factor widens to 8 doubles, which LLVM puts in zmm anyway)
+    _axpy_without_hint(a, x, y1)
+    axpy_with_hint(a, x, y2)
+    assert (y1 == 2).all() and (y2 == 2).all()
+    plain = _axpy_without_hint.inspect_asm(_axpy_without_hint.signatures[0])
+    hinted = axpy_with_hint.inspect_asm(axpy_with_hint.signatures[0])
+    assert "ymm" in plain and "zmm" not in plain
+    assert "zmm" in hinted
