@@ -43,6 +43,9 @@ FEATURE_BLOCK = 384
 #: class tiles give no parallelism, the feature blocks do
 GRAD_FEATURE_BLOCKS = 8
 GRAD_MIN_FEATURE_WIDTH = 64
+#: rows shorter than this take _row_max's single select chain (the eight-way one is for
+#: long rows; at c = 10 it cost 10 % more of softmax-CE)
+SHORT_ROW = 16
 #: rows x classes handled by one softmax block (fixed-order loss partials)
 SOFTMAX_BLOCK_ELEMS = 1 << 14
 #: below this many multiply-adds per call, use one thread (same code, same result)

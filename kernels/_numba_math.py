@@ -19,6 +19,7 @@ from ._numba_config import (
     GRAD_MIN_FEATURE_WIDTH,
     JIT,
     JIT_STRICT,
+    SHORT_ROW,
 )
 from .contract import EXP_FLUSH
 
@@ -83,9 +84,6 @@ def _cycles(typingctx):
     return sig, codegen
 
 
-#: rows shorter than this take _row_max's single select chain
-SHORT_ROW = 16
-
 #: LLVM function attributes of the wide-vector hint (see _wide_vectors)
 WIDE_VECTOR_ATTRIBUTES = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
 
@@ -97,8 +95,8 @@ def _wide_vectors(typingctx):
 
     On AVX-512 CPUs LLVM's default tuning (``prefer-256-bit``) keeps every loop on 256-bit
     registers, and Numba sets the tuning for the whole process (``NUMBA_CPU_FEATURES``). These
-    two function attributes lift it for our matrix-product tiles only: the vectoriser may pick
-    zmm, and a caller they are inlined into keeps them (LLVM merges the least legal vector
+    two function attributes lift it for the functions that call this (the matrix-product tiles
+    and the softmax row loops) only: the vectoriser may pick zmm, and a caller they are inlined into keeps them (LLVM merges the least legal vector
     width upwards when inlining). A CPU without AVX-512 ignores them. llvmlite only accepts
     enum attributes through ``FunctionAttributes.add``, so the two string attributes are added
     to the set directly; they are printed into the function's definition as written.

@@ -4,8 +4,8 @@ Design
 ------
 * Per-row maths (max, sum of exp, log-sum-exp) is done in float64 whatever the input dtype; the
   matrix products (X coef^T and G^T X) run in the working dtype with vectorised FMAs and tiles of
-  2 rows x 4 classes (forward) or 8 rows x 2 classes (backward), which keep the loads per FMA
-  low enough for L1 to feed the FMA units.
+  4 rows x 4 classes (both passes), which keep the loads per FMA low enough for L1 to feed the
+  FMA units.
 * Vector width: on AVX-512 CPUs LLVM's tuning (``prefer-256-bit``, set by Numba for the whole
   process) keeps every loop on 256-bit registers. The tiles and the row loops of the softmax
   call ``_numba_math._wide_vectors()``, two LLVM function attributes that let them use
@@ -24,10 +24,10 @@ Design
   Hence results are bitwise identical for any ``n_threads``, which also lets small problems run
   on one thread without changing the result.
 * Threads never write one cache line: ``linear_softmax_ce`` (like ``sgd_epoch``) sums dW per
-  feature block into a buffer of its own whose rows are whole lines, copied into
-  ``grad_coef`` at the end (written
-  in place, the block edges of every class row were shared, and 2 threads ran the backward
-  pass slower than one), over chunks of rows whose X stays in cache for the backward pass.
+  feature block into a buffer of its own whose rows are whole lines, copied into ``grad_coef``
+  at the end (written in place, the block edges of every class row were shared, and 2 threads
+  ran the backward pass slower than one), over chunks of rows whose X stays in cache for the
+  backward pass.
 * ``sgd_epoch`` runs the whole epoch in one compiled call. The features are cut into a fixed
   number of blocks; a single parallel region per minibatch does, for each block, the backward
   pass and weight update of the previous batch and the forward pass (partial logits) of this

@@ -19,10 +19,13 @@ import importlib
 import pathlib
 
 import numba
+import numpy as np
 import pytest
 
 import softmax_fast.kernels
+from softmax_fast.kernels import _isa
 from softmax_fast.kernels import _numba_config as cfg
+from softmax_fast.kernels import _numba_math as nm
 
 KERNELS_DIR = pathlib.Path(softmax_fast.kernels.__file__).parent
 MODULES = sorted(p for p in KERNELS_DIR.glob("*.py") if p.name != "__init__.py")
@@ -242,13 +245,6 @@ def test_known_dispatchers_are_checked():
 # --------------------------------------------------------------------------------------
 # The wide-vector hint (``_numba_math._wide_vectors``)
 # --------------------------------------------------------------------------------------
-def _host_has_avx512():
-    from llvmlite import binding
-    from numba.core import codegen  # noqa: F401  (llvmlite is initialised through it)
-
-    return "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
-
-
 @numba.njit(cache=False)
 def _axpy_without_hint(a, x, y):
     for i in range(x.shape[0]):
@@ -269,10 +265,6 @@ def test_the_tiles_carry_the_wide_vector_attributes():
     """Both matrix-product tiles are compiled with the two attributes in their definition,
     and on an AVX-512 CPU into 512-bit code (the hint is an attribute, not a JIT option:
     the option sets above are untouched)."""
-    import numpy as np
-
-    from softmax_fast.kernels import _numba_math as nm
-
     rng = np.random.default_rng(0)
     A = rng.random((8, 64), dtype=np.float32)
     W = rng.random((3, 64), dtype=np.float32)
@@ -286,20 +278,17 @@ def test_the_tiles_carry_the_wide_vector_attributes():
         ir, asm = _fresh_asm_and_ir(tile, *args)
         # (LLVM may drop the other attribute once the tile's own vector types are known)
         assert '"prefer-vector-width"="512"' in ir, tile.__name__
-        if _host_has_avx512():
+        if _isa.cpu_runs("avx512"):
             assert "zmm" in asm, tile.__name__
     np.testing.assert_allclose(P, A.astype(np.float64) @ W.T.astype(np.float64), rtol=1e-5)
     np.testing.assert_allclose(Out, G.T @ A, rtol=1e-5)
 
 
-@pytest.mark.skipif(not _host_has_avx512(), reason="the hint only changes code on AVX-512")
+@pytest.mark.skipif(not _isa.cpu_runs("avx512"), reason="the hint only changes code on AVX-512")
 def test_the_wide_vector_hint_gives_512_bit_code_on_avx512():
     """On an AVX-512 CPU, LLVM's prefer-256-bit tuning keeps a plain loop on ymm registers
     and the hint moves it to zmm (if a Numba or LLVM upgrade changed either, the tiles would
     silently lose or no longer need the hint)."""
-    import numpy as np
-
-    from softmax_fast.kernels import _numba_math as nm
 
     @numba.njit(cache=False)
     def axpy_with_hint(a, x, y):
