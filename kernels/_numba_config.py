@@ -48,8 +48,15 @@ GRAD_MIN_FEATURE_WIDTH = 64
 SHORT_ROW = 16
 #: rows x classes handled by one softmax block (fixed-order loss partials)
 SOFTMAX_BLOCK_ELEMS = 1 << 14
-#: below this many multiply-adds per call, use one thread (same code, same result)
+#: below this much work per thread (elements of softmax / softmax-CE, multiply-adds of an
+#: SGD minibatch), a call uses fewer threads (same code, same result)
 MIN_WORK_PER_THREAD = 1 << 16
+#: ... and the multiply-adds (2 n c d) of ``linear_softmax_ce``'s register-tile path per
+#: thread: its three parallel loops per chunk cost more to launch than a small call's work
+#: (one thread against two: 784 x 10 float32, 32 rows 36 against 67 us, 128 rows 87
+#: against 111 us, 256 rows even, 512 rows 344 against 220 us; 512 x 30, 128 rows 182
+#: against 136 us)
+LINEAR_MIN_WORK_PER_THREAD = 1_500_000
 #: the BLAS path (_numba_gemm; the same numbers as the Cython one): logits per chunk (the
 #: O(chunk) memory), most rows per chunk, and the fixed tiles of the two products
 GEMM_CHUNK_ELEMS = 1 << 22

@@ -59,8 +59,10 @@ _FIRST_CALL = textwrap.dedent(
                  np.zeros_like(b), 0.01, 1e-4, 0.0, False, 32, 2)
     times["sgd_epoch"] = time.perf_counter() - t
     kernels = [nb._softmax_kernel, nb._softmax_ce_kernel, nb._linear_kernel, nb._sgd_kernel]
-    stats = {k.__name__: [sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values())]
-             for k in kernels}
+    # small calls run a kernel's serial twin: count the dispatcher and its twin together
+    stats = {k.__name__: [sum(sum(j.stats.cache_hits.values()) for j in (k, *twin)),
+                          sum(sum(j.stats.cache_misses.values()) for j in (k, *twin))]
+             for k in kernels for twin in [[nb.SERIAL_TWINS[k]] if k in nb.SERIAL_TWINS else []]}
     print(json.dumps({"import": t_import, "first_calls": times, "stats": stats,
                       "finite": bool(np.isfinite(loss))}))
     """
@@ -243,3 +245,72 @@ def test_feature_blocks_tile_the_features_on_cache_lines(d):
             assert len(edges) - 1 <= most
             if d >= 2 * GRAD_MIN_FEATURE_WIDTH:
                 assert np.diff(edges).min() >= GRAD_MIN_FEATURE_WIDTH - 16
+
+
+def test_serial_twins_are_serial_and_cached_apart():
+    """Every twin is its kernel compiled without ``parallel`` (the JIT options), under a cache
+    name of its own: sharing the kernel's, it would load the parallel machine code."""
+    import numba
+
+    from softmax_fast.kernels import numba_backend as nb
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
+    assert set(nb.SERIAL_TWINS) == {nb._softmax_kernel, nb._softmax_ce_kernel,
+                                    nb._linear_kernel}
+    for kernel, twin in nb.SERIAL_TWINS.items():
+        assert kernel.targetoptions.get("parallel") is True
+        assert not twin.targetoptions.get("parallel", False), kernel.__name__
+        assert twin.py_func.__code__ is kernel.py_func.__code__
+        assert (twin._cache._cache_file._index_name
+                != kernel._cache._cache_file._index_name), kernel.__name__
+
+
+@pytest.mark.parametrize("n", [1, 3, 33, 700])
+def test_small_calls_run_the_serial_twin_for_any_thread_count(monkeypatch, n):
+    """Work too small for two threads goes to the twin whatever ``n_threads`` says (so a
+    shape always runs the same code: the same bits for any thread count); larger work goes
+    to the parallel kernel even on one thread. The twin agrees with the parallel kernel
+    (their sums may be reassociated differently: to rounding, not bitwise)."""
+    import numba
+
+    from softmax_fast.kernels import numba_backend as nb
+    from softmax_fast.kernels._numba_config import LINEAR_MIN_WORK_PER_THREAD
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
+    rng = np.random.default_rng(n)
+    d, c = 200, 13
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    coef = (rng.standard_normal((c, d)) * 0.1).astype(np.float32)
+    b = (rng.standard_normal(c) * 0.1).astype(np.float32)
+    y = rng.integers(0, c, n).astype(np.intp)
+    w = rng.random(n)
+    small = 2 * n * c * d < 2 * LINEAR_MIN_WORK_PER_THREAD
+    calls = []
+    twin = nb.SERIAL_TWINS[nb._linear_kernel]
+
+    def spy(*args):
+        calls.append(len(args))
+        return twin(*args)
+
+    monkeypatch.setitem(nb.SERIAL_TWINS, nb._linear_kernel, spy)
+    results = []
+    for threads in (1, 2):
+        g, gb = np.empty_like(coef), np.empty_like(b)
+        loss = nb.linear_softmax_ce(X, 0.5, coef, b, y, w, 1e-3, g, gb, threads)
+        results.append((loss, g.tobytes(), gb.tobytes()))
+    assert results[0] == results[1]
+    assert len(calls) == (2 if small else 0)
+    g2, gb2 = np.empty_like(coef), np.empty_like(b)
+    loss2 = (twin if not small else nb._linear_kernel)(X, 0.5, coef, b, y, w, True, 1e-3, g2,
+                                                       gb2)
+    assert loss2 == pytest.approx(results[0][0], rel=1e-12)
+    np.testing.assert_allclose(g2, np.frombuffer(results[0][1], np.float32).reshape(c, d),
+                               rtol=1e-5, atol=1e-7)
+    z = X @ coef.T
+    out1, out2 = np.empty_like(z), np.empty_like(z)
+    ce1 = nb.SERIAL_TWINS[nb._softmax_ce_kernel](z, y, w, True, out1)
+    ce2 = nb._softmax_ce_kernel(z, y, w, True, out2)
+    assert ce1 == pytest.approx(ce2, rel=1e-12)
+    np.testing.assert_allclose(out1, out2, rtol=1e-5, atol=1e-9)
