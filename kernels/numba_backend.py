@@ -24,9 +24,9 @@ Design
   Hence results are bitwise identical for any ``n_threads``, which also lets small problems run
   on one thread without changing the result.
 * Small calls: a parallel kernel on one thread still launches each prange loop through the
-  threading layer. Calls whose work is too small for a second thread run a serial twin
-  (``with_serial_twin``: the same source without ``parallel``), chosen by the shape alone
-  because the two compilations may reassociate a float64 sum differently.
+  threading layer. ``linear_softmax_ce`` calls whose work is too small for a second thread
+  run a serial twin (``with_serial_twin``: the same source without ``parallel``), chosen by
+  the shape alone because the two compilations may reassociate a float64 sum differently.
 * Threads never write one cache line: ``linear_softmax_ce`` (like ``sgd_epoch``) sums dW per
   feature block into a buffer of its own whose rows are whole lines, copied into ``grad_coef``
   at the end (written in place, the block edges of every class row were shared, and 2 threads
@@ -130,9 +130,13 @@ def with_serial_twin(kernel):
     It runs the calls whose *work* is too small for a second thread — a choice made by the
     shape alone, never by ``n_threads`` or the governor — because the two compilations may
     round differently: LLVM reassociates the float64 sums (fastmath) differently in the
-    outlined parallel loop and in the serial function (softmax-CE's loss on 33 x 13 differed
-    in the last bit). A shape therefore always runs the same machine code, and the results
-    stay the same bits for any ``n_threads``.
+    outlined parallel loop and in the serial function (a twin of the softmax-CE kernel gave
+    a loss one ulp away on 33 x 13). A shape therefore always runs the same machine code,
+    and the results stay the same bits for any ``n_threads``.
+
+    Only ``linear_softmax_ce`` has one: a softmax-CE twin gained 10 % at 256 x 10 but lost
+    1-4 % from 2,048 rows on (the serial compilation of its row loops is a little slower),
+    where most of its one-thread calls are.
 
     The twin gets a name of its own because Numba's on-disk cache is indexed by the
     function's name: a second dispatcher of the same function would load the parallel
@@ -153,7 +157,6 @@ def with_serial_twin(kernel):
 # --------------------------------------------------------------------------------------
 # softmax / log_softmax
 # --------------------------------------------------------------------------------------
-@with_serial_twin
 @njit(**PJIT)
 def _softmax_kernel(logits, out, log):
     n, c = logits.shape
@@ -203,7 +206,6 @@ def _weight_sum(n, sample_weight, has_weight):
     return s
 
 
-@with_serial_twin
 @njit(**PJIT)
 def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
     n, c = logits.shape
