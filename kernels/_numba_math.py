@@ -18,6 +18,7 @@ from ._numba_config import (
     GRAD_FEATURE_BLOCKS,
     GRAD_MIN_FEATURE_WIDTH,
     JIT,
+    JIT_INLINE,
     JIT_STRICT,
     SHORT_ROW,
 )
@@ -469,7 +470,7 @@ def _backward_tile(A, rows, f0, f1, G, g0, k0, k1, Out, o0):
 # --------------------------------------------------------------------------------------
 # One row of softmax statistics (float64)
 # --------------------------------------------------------------------------------------
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def _row_max(z):
     """max_k z_k in float64, skipping NaN (the comparison is false); -inf if all are -inf/NaN.
 

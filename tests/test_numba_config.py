@@ -29,7 +29,8 @@ from softmax_fast.kernels import _numba_math as nm
 
 KERNELS_DIR = pathlib.Path(softmax_fast.kernels.__file__).parent
 MODULES = sorted(p for p in KERNELS_DIR.glob("*.py") if p.name != "__init__.py")
-OPTION_SETS = {"JIT": cfg.JIT, "PJIT": cfg.PJIT, "JIT_STRICT": cfg.JIT_STRICT}
+OPTION_SETS = {"JIT": cfg.JIT, "PJIT": cfg.PJIT, "JIT_STRICT": cfg.JIT_STRICT,
+               "JIT_INLINE": cfg.JIT_INLINE}
 #: Numba's compiling decorators (``intrinsic``/``overload`` take no JIT options)
 JIT_DECORATORS = {"njit", "jit", "generated_jit", "vectorize", "guvectorize", "cfunc",
                   "stencil"}
