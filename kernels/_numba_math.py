@@ -521,7 +521,7 @@ def _row_max(z):
     return m4 if m4 > m0 else m0
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def _row_exp(z, e):
     """Return (max, sum exp(z - max)) of the row ``z`` and write exp(z - max) into ``e``.
 
