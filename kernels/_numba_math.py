@@ -97,8 +97,9 @@ def _wide_vectors(typingctx):
     On AVX-512 CPUs LLVM's default tuning (``prefer-256-bit``) keeps every loop on 256-bit
     registers, and Numba sets the tuning for the whole process (``NUMBA_CPU_FEATURES``). These
     two function attributes lift it for the functions that call this (the matrix-product tiles
-    and the softmax row loops) only: the vectoriser may pick zmm, and a caller they are inlined into keeps them (LLVM merges the least legal vector
-    width upwards when inlining). A CPU without AVX-512 ignores them. llvmlite only accepts
+    and the softmax row loops) only: the vectoriser may pick zmm, and a caller they are
+    inlined into keeps them (LLVM merges the least legal vector width upwards when
+    inlining). A CPU without AVX-512 ignores them. llvmlite only accepts
     enum attributes through ``FunctionAttributes.add``, so the two string attributes are added
     to the set directly; they are printed into the function's definition as written.
     """

@@ -99,9 +99,10 @@ def _call(kernel, n_threads, work, *args, timed=True, min_work=MIN_WORK_PER_THRE
     one thread runs the kernel's serial twin when it has one (:func:`with_serial_twin`).
     The caller's numba thread count is restored afterwards.
     """
-    if work < 2 * min_work and kernel in SERIAL_TWINS:
+    threads_for_work = work // min_work
+    if threads_for_work < 2 and kernel in SERIAL_TWINS:
         return SERIAL_TWINS[kernel](*args)
-    nt = max(1, min(int(n_threads), _MAX_THREADS, work // min_work))
+    nt = max(1, min(int(n_threads), _MAX_THREADS, threads_for_work))
     nt = GOVERNOR.threads(nt)
     run = (lambda: GOVERNOR.timed(kernel, nt, work, args)) if timed else (lambda: kernel(*args))
     old = numba.get_num_threads()

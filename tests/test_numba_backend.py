@@ -60,9 +60,11 @@ _FIRST_CALL = textwrap.dedent(
     times["sgd_epoch"] = time.perf_counter() - t
     kernels = [nb._softmax_kernel, nb._softmax_ce_kernel, nb._linear_kernel, nb._sgd_kernel]
     # small calls run a kernel's serial twin: count the dispatcher and its twin together
-    stats = {k.__name__: [sum(sum(j.stats.cache_hits.values()) for j in (k, *twin)),
-                          sum(sum(j.stats.cache_misses.values()) for j in (k, *twin))]
-             for k in kernels for twin in [[nb.SERIAL_TWINS[k]] if k in nb.SERIAL_TWINS else []]}
+    groups = {k.__name__: [k] + ([nb.SERIAL_TWINS[k]] if k in nb.SERIAL_TWINS else [])
+              for k in kernels}
+    stats = {name: [sum(sum(j.stats.cache_hits.values()) for j in group),
+                    sum(sum(j.stats.cache_misses.values()) for j in group)]
+             for name, group in groups.items()}
     print(json.dumps({"import": t_import, "first_calls": times, "stats": stats,
                       "finite": bool(np.isfinite(loss))}))
     """
