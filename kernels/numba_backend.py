@@ -4,8 +4,8 @@ Design
 ------
 * Per-row maths (max, sum of exp, log-sum-exp) is done in float64 whatever the input dtype; the
   matrix products (X coef^T and G^T X) run in the working dtype with vectorised FMAs and tiles of
-  4 rows x 4 classes (both passes), which keep the loads per FMA low enough for L1 to feed the
-  FMA units.
+  4 rows x 5 or 4 classes (forward) and 4 rows x 4 classes (backward), which keep the loads
+  per FMA low enough for L1 to feed the FMA units.
 * Vector width: on AVX-512 CPUs LLVM's tuning (``prefer-256-bit``, set by Numba for the whole
   process) keeps every loop on 256-bit registers. The tiles and the row loops of the softmax
   call ``_numba_math._wide_vectors()``, two LLVM function attributes that let them use

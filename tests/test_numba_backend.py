@@ -249,6 +249,42 @@ def test_feature_blocks_tile_the_features_on_cache_lines(d):
                 assert np.diff(edges).min() >= GRAD_MIN_FEATURE_WIDTH - 16
 
 
+@pytest.mark.parametrize("n", range(0, 24))
+def test_five_class_tiles_leave_whole_tiles_of_four(n):
+    """The forward tile's split of n classes: tiles of 5 only where the rest fills tiles of
+    4 exactly, as many as that allows; none where nothing does (the old ragged tile of 4)."""
+    from softmax_fast.kernels._numba_math import _five_class_tiles
+
+    a = _five_class_tiles(n)
+    exact = [k for k in range(n // 5 + 1) if (n - 5 * k) % 4 == 0]
+    assert a == (max(exact) if exact else 0)
+    assert {10: 2, 13: 1, 16: 0, 20: 4, 3: 0, 7: 0}.get(n, a) == a
+
+
+@pytest.mark.parametrize("x_dtype,w_dtype", [(np.uint8, np.float32), (np.float32, np.float32),
+                                             (np.float64, np.float64)])
+def test_forward_tile_split_changes_no_bits(x_dtype, w_dtype):
+    """Every logit of the forward tile is the same bits whether its class sits in a tile of
+    5, a tile of 4 or a ragged tile alone (k1 = k + 1), for 1-17 classes, rows in any
+    order, 66 features from an unaligned start (a vector remainder); and it is the float64 product to rounding."""
+    from softmax_fast.kernels._numba_math import _forward_tile
+
+    rng = np.random.default_rng(7)
+    A = rng.integers(0, 256, (40, 70)).astype(x_dtype)
+    rows = rng.permutation(40)[:11].astype(np.intp)
+    for c in range(1, 18):
+        W = rng.standard_normal((c, 70)).astype(w_dtype)
+        together = np.zeros((11, c))
+        _forward_tile(A, rows, 3, 69, W, 0, c, together, 0, rows[:0])
+        alone = np.zeros((11, c))
+        for k in range(c):
+            _forward_tile(A, rows, 3, 69, W, k, k + 1, alone, 0, rows[:0])
+        np.testing.assert_array_equal(together, alone, err_msg=f"{c} classes")
+        exact = A[rows, 3:69].astype(np.float64) @ W[:, 3:69].T.astype(np.float64)
+        np.testing.assert_allclose(together, exact, rtol=1e-4 if w_dtype == np.float32 else 1e-12,
+                                   atol=1e-3 if w_dtype == np.float32 else 1e-9)
+
+
 def test_serial_twins_are_serial_and_cached_apart():
     """Every twin is its kernel compiled without ``parallel`` (the JIT options), under a cache
     name of its own: sharing the kernel's, it would load the parallel machine code."""
