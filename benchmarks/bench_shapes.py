@@ -129,7 +129,8 @@ def _numba_paths():
     def register(X, x_scale, coef, intercept, y, w, alpha, gc, gi, n_threads):
         work = 2 * X.shape[0] * coef.size
         return float(nb._call(nb._linear_kernel, n_threads, work, X, float(x_scale), coef,
-                              intercept, y, nb._NO_WEIGHTS, False, float(alpha), gc, gi))
+                              intercept, y, nb._NO_WEIGHTS, False, float(alpha), gc, gi,
+                              n_threads))
 
     def blas(X, x_scale, coef, intercept, y, w, alpha, gc, gi, n_threads):
         work = 2 * X.shape[0] * coef.size

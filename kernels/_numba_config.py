@@ -47,8 +47,10 @@ CLASS_TILE = 128
 #: target width (features) of one feature block; blocks are multiples of 16 elements. Wide
 #: blocks amortise the horizontal sums of the forward tile; 784 features give 2 blocks.
 FEATURE_BLOCK = 384
-#: feature blocks of linear_softmax_ce's gradient (dW) and their least width: at c = 10 the
-#: class tiles give no parallelism, the feature blocks do
+#: feature blocks of linear_softmax_ce's gradient (dW): per thread, at most, and their least
+#: width (at c = 10 the class tiles give no parallelism, the feature blocks do; see
+#: _numba_math._gradient_blocks for what more blocks cost)
+GRAD_BLOCKS_PER_THREAD = 2
 GRAD_FEATURE_BLOCKS = 8
 GRAD_MIN_FEATURE_WIDTH = 64
 #: rows shorter than this take _row_max's single select chain (the eight-way one is for

@@ -15,6 +15,7 @@ from numba.extending import intrinsic
 
 from ._numba_config import (
     FEATURE_BLOCK,
+    GRAD_BLOCKS_PER_THREAD,
     GRAD_FEATURE_BLOCKS,
     GRAD_MIN_FEATURE_WIDTH,
     JIT,
@@ -292,11 +293,19 @@ def _feature_blocks(d):
 
 
 @njit(**JIT)
-def _gradient_blocks(d):
-    """Edges of the feature blocks of linear_softmax_ce's dW: GRAD_FEATURE_BLOCKS blocks at
-    least GRAD_MIN_FEATURE_WIDTH wide (the backward tile has no horizontal sums to amortise,
-    and narrower blocks give the threads tiles to share at small c)."""
-    return _split_features(d, max(1, min(GRAD_FEATURE_BLOCKS, d // GRAD_MIN_FEATURE_WIDTH)))
+def _gradient_blocks(d, threads):
+    """Edges of the feature blocks of linear_softmax_ce's dW: GRAD_BLOCKS_PER_THREAD per
+    thread, at most GRAD_FEATURE_BLOCKS, at least GRAD_MIN_FEATURE_WIDTH wide.
+
+    The blocks are there for the threads to share (at c = 10 the class tiles give them no
+    work to split) and cost their own overhead: the backward tile's loop over a block's
+    features is shorter, its coefficients loaded once per block (784 features, 10 classes,
+    one thread: 575-780 cycles a row in 8 blocks, 365-560 in 2). Their number may follow the
+    thread count because no value depends on it: every element of dW is summed over the rows
+    in the same order whatever block holds it.
+    """
+    most = min(GRAD_BLOCKS_PER_THREAD * max(threads, 1), GRAD_FEATURE_BLOCKS)
+    return _split_features(d, max(1, min(most, d // GRAD_MIN_FEATURE_WIDTH)))
 
 
 @njit(**JIT)

@@ -99,10 +99,9 @@ def _call(kernel, n_threads, work, *args, timed=True, min_work=MIN_WORK_PER_THRE
     one thread runs the kernel's serial twin when it has one (:func:`with_serial_twin`).
     The caller's numba thread count is restored afterwards.
     """
-    threads_for_work = work // min_work
-    if threads_for_work < 2 and kernel in SERIAL_TWINS:
+    nt = _planned_threads(n_threads, work, min_work)
+    if work // min_work < 2 and kernel in SERIAL_TWINS:
         return SERIAL_TWINS[kernel](*args)
-    nt = max(1, min(int(n_threads), _MAX_THREADS, threads_for_work))
     nt = GOVERNOR.threads(nt)
     run = (lambda: GOVERNOR.timed(kernel, nt, work, args)) if timed else (lambda: kernel(*args))
     old = numba.get_num_threads()
@@ -113,6 +112,12 @@ def _call(kernel, n_threads, work, *args, timed=True, min_work=MIN_WORK_PER_THRE
         return run()
     finally:
         numba.set_num_threads(old)
+
+
+def _planned_threads(n_threads, work, min_work):
+    """The threads a call of ``work`` gets before the governor's advice: ``n_threads``, at
+    most the pool, and no more than the work fills at ``min_work`` each."""
+    return max(1, min(int(n_threads), _MAX_THREADS, work // min_work))
 
 
 #: parallel kernel -> the same function compiled without ``parallel`` (:func:`with_serial_twin`)
@@ -289,7 +294,7 @@ def softmax_ce(logits, y, sample_weight, out, n_threads=1):
 @with_serial_twin
 @njit(**PJIT)
 def _linear_kernel(X, x_scale, coef, intercept, y, sample_weight, has_weight, alpha,
-                   grad_coef, grad_intercept):
+                   grad_coef, grad_intercept, threads):
     n, d = X.shape
     c = coef.shape[0]
     wdt = coef.dtype
@@ -300,7 +305,7 @@ def _linear_kernel(X, x_scale, coef, intercept, y, sample_weight, has_weight, al
     rc = max(ROW_TILE, rc // ROW_TILE * ROW_TILE)
     rc = min(rc, max(n, 1))
     nchunk = (n + rc - 1) // rc
-    edges = _gradient_blocks(d)
+    edges = _gradient_blocks(d, threads)
     nfb = edges.shape[0] - 1
     nct = (c + CLASS_TILE - 1) // CLASS_TILE
     Z = np.empty((rc, c), dtype=np.float64)  # logits of the chunk
@@ -414,8 +419,10 @@ def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha,
     if prefers_gemm(X.shape[0], *linear_shapes(X, coef)):
         return _linear_gemm(X, float(x_scale), coef, intercept, y, w, has_weight, float(alpha),
                             grad_coef, grad_intercept, n_threads, work)
+    # (the gradient's feature blocks follow the planned threads: no value depends on them)
+    threads = _planned_threads(n_threads, work, LINEAR_MIN_WORK_PER_THREAD)
     return float(_call(_linear_kernel, n_threads, work, X, float(x_scale), coef, intercept, y,
-                       w, has_weight, float(alpha), grad_coef, grad_intercept,
+                       w, has_weight, float(alpha), grad_coef, grad_intercept, threads,
                        min_work=LINEAR_MIN_WORK_PER_THREAD))
 
 

@@ -232,21 +232,51 @@ def test_a_descheduled_partner_thread_changes_nothing():
 
 
 @pytest.mark.parametrize("d", [1, 15, 16, 17, 64, 127, 200, 784, 1000, 4096])
-def test_feature_blocks_tile_the_features_on_cache_lines(d):
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_feature_blocks_tile_the_features_on_cache_lines(d, threads):
     """Both feature splits cover [0, d) in order, each edge but d a multiple of 16 elements
     (whole 64-byte lines of float32: neighbouring blocks' threads never write one line), and
-    the gradient's blocks are at least GRAD_MIN_FEATURE_WIDTH wide where d allows."""
-    from softmax_fast.kernels._numba_config import GRAD_FEATURE_BLOCKS, GRAD_MIN_FEATURE_WIDTH
+    the gradient's blocks are GRAD_BLOCKS_PER_THREAD a thread (at most GRAD_FEATURE_BLOCKS)
+    and at least GRAD_MIN_FEATURE_WIDTH wide where d allows."""
+    from softmax_fast.kernels._numba_config import (
+        GRAD_BLOCKS_PER_THREAD,
+        GRAD_FEATURE_BLOCKS,
+        GRAD_MIN_FEATURE_WIDTH,
+    )
     from softmax_fast.kernels._numba_math import _feature_blocks, _gradient_blocks
 
-    for edges, most in ((_feature_blocks(d), None), (_gradient_blocks(d), GRAD_FEATURE_BLOCKS)):
+    most = min(GRAD_BLOCKS_PER_THREAD * threads, GRAD_FEATURE_BLOCKS)
+    for edges, limit in ((_feature_blocks(d), None), (_gradient_blocks(d, threads), most)):
         assert edges[0] == 0 and edges[-1] == d
         assert np.all(np.diff(edges) > 0)
         assert np.all(edges[:-1] % 16 == 0)
-        if most is not None:
-            assert len(edges) - 1 <= most
+        if limit is not None:
+            assert len(edges) - 1 <= limit
+            if d >= limit * GRAD_MIN_FEATURE_WIDTH + 16:
+                assert len(edges) - 1 == limit
             if d >= 2 * GRAD_MIN_FEATURE_WIDTH:
                 assert np.diff(edges).min() >= GRAD_MIN_FEATURE_WIDTH - 16
+
+
+@pytest.mark.parametrize("x_dtype,w_dtype", [(np.uint8, np.float32), (np.float64, np.float64)])
+def test_gradient_blocks_change_no_bits(x_dtype, w_dtype):
+    """linear_softmax_ce's dW is split into feature blocks by the planned thread count (1-8
+    blocks here, d = 530 not a multiple of 16): loss and both gradients are the same bits
+    for every split."""
+    from softmax_fast.kernels import numba_backend as nb
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 256, (300, 530)).astype(x_dtype)
+    coef = (rng.standard_normal((13, 530)) * 0.01).astype(w_dtype)
+    b = rng.standard_normal(13).astype(w_dtype)
+    y = rng.integers(0, 13, 300).astype(np.intp)
+    w = rng.random(300)
+    results = set()
+    for threads in (1, 2, 3, 4):
+        g, gb = np.empty_like(coef), np.empty_like(b)
+        loss = nb._linear_kernel(X, 1 / 255, coef, b, y, w, True, 1e-3, g, gb, threads)
+        results.add((loss, g.tobytes(), gb.tobytes()))
+    assert len(results) == 1
 
 
 @pytest.mark.parametrize("n", range(0, 24))
@@ -341,7 +371,7 @@ def test_small_calls_run_the_serial_twin_for_any_thread_count(monkeypatch, n):
     assert len(calls) == (2 if small else 0)
     g2, gb2 = np.empty_like(coef), np.empty_like(b)
     loss2 = (twin if not small else nb._linear_kernel)(X, 0.5, coef, b, y, w, True, 1e-3, g2,
-                                                       gb2)
+                                                       gb2, 1)
     assert loss2 == pytest.approx(results[0][0], rel=1e-12)
     np.testing.assert_allclose(g2, np.frombuffer(results[0][1], np.float32).reshape(c, d),
                                rtol=1e-5, atol=1e-7)
