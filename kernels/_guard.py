@@ -5,10 +5,14 @@ whoever calls a kernel module directly (``softmax_fast.get_backend("numba").sgd_
 compiled loop never indexes outside an array. They check exactly what the loops rely on —
 dimensions that agree, dtypes, C-contiguity, writeable outputs, labels in [0, n_classes),
 sample indices in [0, n_samples), CSR structure — in O(n) passes over the index arrays, never
-over the data, and raise ``ValueError``/``TypeError``.
+over the data, and raise ``ValueError``/``TypeError``. Index bounds are found by one compiled
+pass (the only compiled code here).
 """
 
 import numpy as np
+from numba import njit
+
+from ._numba_config import JIT
 
 __all__ = ["check_logits", "check_linear", "check_sgd", "check_multi", "check_csr"]
 
@@ -35,13 +39,25 @@ def _shape(a, name, shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {a.shape}")
 
 
+@njit(**JIT)
+def _min_max(a):
+    """(min, max) of a non-empty 1-D array in one pass (a.min() and a.max() cost 3.5 us
+    together on 32 labels, most of a small call's checks)."""
+    lo = hi = a[0]
+    for v in a:
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
 def _indices(a, name, n, bound):
     _array(a, name, 1, (np.intp,))
     if a.shape[0] != n:
         raise ValueError(f"{name} must have {n} entries, got {a.shape[0]}")
-    if n and (int(a.min()) < 0 or int(a.max()) >= bound):
-        raise ValueError(f"{name} must be in [0, {bound}), got [{int(a.min())}, "
-                         f"{int(a.max())}]")
+    if n:
+        lo, hi = _min_max(a)
+        if lo < 0 or hi >= bound:
+            raise ValueError(f"{name} must be in [0, {bound}), got [{lo}, {hi}]")
 
 
 def _weights(sample_weight, n):
