@@ -378,9 +378,10 @@ def _forward_tile(A, rows, f0, f1, W, k0, k1, P, p0, ahead):
 def _dot_4x5(x0, x1, x2, x3, W, f0, f1, k, P, pa, pb, pc, pd):
     """P[p, k + j] = <x_r, W[k + j, f0:f1]> for the 4 rows x_r (P rows pa..pd), j < 5.
 
-    20 vector accumulators, 4 + 5 loads per step: 29 of AVX-512's 32 registers (a 4 x 4
-    tile leaves more of each step to the loads: 1.24-1.30x slower a class at 10 classes,
-    1.03-1.07x at 20 and 100, one thread, float32 and uint8 rows).
+    20 vector accumulators, 4 + 5 loads per step: 29 of AVX-512's 32 registers. Tiles of 4
+    give more of each step to loads and computed 10 classes as 12: the forward tile with
+    tiles of 4 only was 1.19-1.25x slower at 10 and 13 classes and 1.03-1.06x at 100 (one
+    thread, uint8, float32 and float64 rows, compiled side by side in one process).
     """
     _wide_vectors()
     zero = W.dtype.type(0)
