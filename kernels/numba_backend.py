@@ -514,7 +514,8 @@ def _sgd_kernel(X, x_scale, y, sample_weight, has_weight, order, coef, intercept
     G = np.zeros((bs, c), dtype=wdt)  # x_scale * dL/dz of the batch being updated
     gbias = np.zeros(c, dtype=np.float64)
     gbias_w = np.zeros(c, dtype=wdt)
-    softmax_work = np.empty((4, bs * c), dtype=np.float64)
+    softmax_work = np.empty((3, bs * c), dtype=np.float64)  # per value of a batch
+    row_work = np.empty((2, bs), dtype=np.float64)  # per row of a batch
     lr_w = wdt.type(lr)
     mom_w = wdt.type(momentum)
     alpha_w = wdt.type(alpha)
@@ -551,8 +552,8 @@ def _sgd_kernel(X, x_scale, y, sample_weight, has_weight, order, coef, intercept
         if t == stop:
             break
         # softmax of batch t on the calling thread: partial logits summed in block order
-        loss, wb = _batch_softmax_ce(P, G, gbias, softmax_work, order, s0, s1, x_scale,
-                                     intercept, y, sample_weight, has_weight)
+        loss, wb = _batch_softmax_ce(P, G, gbias, softmax_work, row_work, order, s0, s1,
+                                     x_scale, intercept, y, sample_weight, has_weight)
         batch_loss[t] = loss
         batch_weight[t] = wb
         for k in range(c):
@@ -574,13 +575,12 @@ def _ordered_sums(loss, weight):
 
 
 @njit(**JIT)
-def _batch_shifted_logits(P, work, order, s0, nbat, x_scale, intercept, y):
+def _batch_shifted_logits(P, work, true_shifted, order, s0, nbat, x_scale, intercept, y):
     """Step 1 of _batch_softmax_ce: z = b + x_scale P_0 + x_scale P_1 + ... (block order) in
-    work[0], z - max in work[1], z_y - max in work[3, nbat:2 nbat]."""
+    work[0], z - max in work[1], z_y - max in true_shifted[:nbat]."""
     nfb, _, c = P.shape
     z = work[0]
     shifted = work[1]
-    true_shifted = work[3, nbat:2 * nbat]
     for r in range(nbat):
         zr = z[r * c:(r + 1) * c]
         for k in range(c):
@@ -598,13 +598,13 @@ def _batch_shifted_logits(P, work, order, s0, nbat, x_scale, intercept, y):
 
 
 @njit(**JIT)
-def _batch_softmax_ce(P, G, gbias, work, order, s0, s1, x_scale, intercept, y, sample_weight,
-                      has_weight):
+def _batch_softmax_ce(P, G, gbias, work, row_work, order, s0, s1, x_scale, intercept, y,
+                      sample_weight, has_weight):
     """Softmax-CE of batch order[s0:s1] from its partial logits P (summed in block order).
 
     Writes G = x_scale dL/dz and gbias = dL/db (dL/dz_k = w_i / sum_B(w) (p_k - [k == y]));
     returns (sum_i w_i l_i, sum_B w). A batch with zero total weight has no data term.
-    ``work`` (4, bs * c) float64 is scratch. The batch is processed as flat arrays, like a
+    ``work`` (3, bs * c) and ``row_work`` (2, bs) float64 are scratch. The batch is processed as flat arrays, like a
     block of softmax_ce: exp and log run in long vectorised loops over the whole batch. One
     row at a time (exp of 10 classes, then its log) waited on each row's chain of latencies:
     8,000-9,000 cycles a batch of 32 x 10, most of the calling thread's part of an epoch
@@ -626,10 +626,10 @@ def _batch_softmax_ce(P, G, gbias, work, order, s0, s1, x_scale, intercept, y, s
     nq = nbat * c
     shifted = work[1, :nq]
     ez = work[2, :nq]
-    sums = work[3, :nbat]
-    true_shifted = work[3, nbat:2 * nbat]
+    sums = row_work[0]
+    true_shifted = row_work[1]
     # 1. logits, z - max and z_y - max, rows in order
-    _batch_shifted_logits(P, work, order, s0, nbat, x_scale, intercept, y)
+    _batch_shifted_logits(P, work, true_shifted, order, s0, nbat, x_scale, intercept, y)
     # 2. e = exp(z - max), one flat loop (from another buffer: in place it would run scalar)
     for q in range(nq):
         ez[q] = _exp(shifted[q])

@@ -316,6 +316,20 @@ def test_sgd_epoch_zero_weight_batch_matches_reference(fast_dense_backend):
     assert_close(b1, b2, 1e-10)
 
 
+@pytest.mark.parametrize("n_classes", [1, 2])
+def test_sgd_epoch_with_one_or_two_classes_matches_reference(fast_dense_backend, n_classes):
+    """The fewest classes a kernel accepts: per-row scratch sized by the classes alone would
+    be too short for a batch's rows at one class (the Numba epoch once wrote past it)."""
+    X, coef, intercept, y, w = make_linear(45, 13, n_classes, np.float64, seed=12)
+    order = epoch_order(45, seed=2, epoch=0)
+    kw = dict(alpha=1e-2, batch_size=32)
+    loss, c1, b1, _, _ = run_sgd(fast_dense_backend, X, 1.0, y, w, order, coef, intercept, **kw)
+    rloss, c2, b2, _, _ = ref_sgd(X, 1.0, y, w, order, coef, intercept, **kw)
+    assert loss == pytest.approx(rloss, rel=1e-10, abs=1e-12)
+    assert_close(c1, c2, 1e-10)
+    assert_close(b1, b2, 1e-10)
+
+
 def test_large_class_count_matches_reference(fast_dense_backend):
     """c = 32,000 with small n and d: the chunked path matches the reference."""
     X, coef, intercept, y, w = make_linear(5, 8, 32_000, np.float64, seed=29)
