@@ -216,7 +216,8 @@ def solver(name):
     """(fit(X, y, tol) -> (coef, intercept, iterations), label); ImportError if missing."""
     if name == "softmax-fast":
         # the solver's revision is in the label: calibrations are cached under it
-        return _fit_softmax_fast, f"softmax-fast {resolve_backend_name('auto')} whitened L-BFGS"
+        return (_fit_softmax_fast,
+                f"softmax-fast {resolve_backend_name('auto')} whitened L-BFGS, resolved float32")
     if name == "scikit-learn":
         import sklearn
         from sklearn.linear_model import LogisticRegression
