@@ -40,28 +40,38 @@ def default_alphas(count):
     return np.logspace(math.log10(ALPHA_RANGE[0]), math.log10(ALPHA_RANGE[1]), int(count))
 
 
+#: Optima the next start is extrapolated from (a polynomial in log alpha through them).
+PATH_EXTRAPOLATION_POINTS = 3
+
+
 def predicted_start(alphas, optima):
     """The start for ``alphas[-1]``: the optima at the strengths before it, extrapolated.
 
-    The optimum moves smoothly with log(alpha); a straight line through the last two optima
-    (in log alpha) predicts the next one far better than the last optimum alone (probe
-    50k x 512 x 100, 16 strengths, tol 1e-4: 303 L-BFGS iterations from the last optimum,
-    178-198 from the prediction). None when there are fewer than two optima or a strength
-    is 0 (no logarithm).
+    The optimum moves smoothly with log(alpha); a polynomial through the last optima (in
+    log alpha) predicts the next one far better than the last optimum alone. Probe 50k x
+    512 x 100, 16 strengths, tol 1e-4: 303 L-BFGS iterations from the last optimum, 178-198
+    from a straight line through two. A parabola through three, against the line: 142 -> 128
+    evaluations of the objective at tol 1e-6, 107 -> 102 at tol 1e-4 (141 -> 133 on 20k
+    rows). None when there are fewer than two optima or a strength is 0 (no logarithm).
 
     Parameters
     ----------
     alphas : sequence of float
         The strengths of ``optima`` followed by the new one.
     optima : list of (coef, intercept)
-        The optima at ``alphas[:-1]``.
+        The optima at ``alphas[:-1]`` (the last PATH_EXTRAPOLATION_POINTS are used).
     """
+    optima = optima[-PATH_EXTRAPOLATION_POINTS:]
+    alphas = alphas[-len(optima) - 1:]
     if len(optima) < 2 or min(alphas) <= 0:
         return None
-    (coef0, intercept0), (coef1, intercept1) = optima[-2:]
-    t0, t1, t = (math.log(a) for a in alphas[-3:])
-    r = (t - t1) / (t1 - t0)
-    return coef1 + r * (coef1 - coef0), intercept1 + r * (intercept1 - intercept0)
+    *known, t = (math.log(a) for a in alphas)
+    # Lagrange's form: the weight of each known optimum at t
+    weights = [math.prod((t - other) / (ti - other) for other in known if other != ti)
+               for ti in known]
+    coef = sum(w * coef for w, (coef, _) in zip(weights, optima, strict=True))
+    intercept = sum(w * intercept for w, (_, intercept) in zip(weights, optima, strict=True))
+    return coef, intercept
 
 
 class SoftmaxRegressionCV(SoftmaxRegression):
@@ -71,8 +81,8 @@ class SoftmaxRegressionCV(SoftmaxRegression):
     ----------
     alphas : int or array-like of float, default=16
         Strengths to try; an int gives that many log-spaced between 1e-1 and 1e-7. They are
-        tried from the strongest to the weakest, each fit warm-started from the last two
-        optima (extrapolated in log alpha) and run until it reaches its own optimum.
+        tried from the strongest to the weakest, each fit warm-started from the last three
+        optima (a parabola in log alpha) and run until it reaches its own optimum.
     cv : int or cross-validation splitter, default=5
         Stratified folds (an int) or any scikit-learn splitter; ignored when ``fit`` gets an
         ``eval_set``.
@@ -223,7 +233,7 @@ class SoftmaxRegressionCV(SoftmaxRegression):
         model = self._path_estimator(alphas[0])
         model._moment_cache = {}  # every strength fits X_tr: its second moments once
         models = []
-        optima = []  # the last two strengths' optima: the next start is predicted from them
+        optima = []  # the last strengths' optima: the next start is predicted from them
         for j, alpha in enumerate(alphas):
             model.set_params(alpha=float(alpha))
             if j > 0:
@@ -243,7 +253,8 @@ class SoftmaxRegressionCV(SoftmaxRegression):
                                    float(self.input_scale), y_idx)
             scores[fold, j] = accuracy if self.scoring == "accuracy" else -loss
             n_iter[fold, j] = model.n_iter_
-            optima = [*optima, (model._state.coef.copy(), model._state.intercept.copy())][-2:]
+            optima = [*optima, (model._state.coef.copy(), model._state.intercept.copy())][
+                -PATH_EXTRAPOLATION_POINTS:]
             snapshot = clone(model)
             for name, value in vars(model).items():
                 if name.endswith("_") and not name.startswith("_"):

@@ -87,6 +87,11 @@ def test_the_start_is_extrapolated_in_log_alpha():
     np.testing.assert_allclose(start[1], [3.0, -3.0])
     assert predicted_start([1.0, 10.0], line[:1]) is None  # one optimum: no line
     assert predicted_start([1.0, 0.0, 0.0], line) is None  # no log of 0
+    # three optima or more: the parabola through the last three (a curve far from a line)
+    curve = [(coef * t**2, np.array([t**2, 1.0])) for t in (-3.0, 0.0, 1.0, 2.0)]
+    start = predicted_start([1e-3, 1.0, 10.0, 100.0, 1e4], curve)
+    np.testing.assert_allclose(start[0], 16.0 * coef)
+    np.testing.assert_allclose(start[1], [16.0, 1.0])
 
 
 def test_a_path_step_asks_for_a_share_of_its_own_gradient():
