@@ -27,6 +27,7 @@ def start(*args, unbuffered=True):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a command that hangs shows where (see interrupt)
     return subprocess.Popen([sys.executable, "-m", "softmax_fast", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=SUBPROCESS_CWD, env=env)
@@ -38,9 +39,16 @@ def interrupt(proc):
     try:
         out, err = proc.communicate(timeout=WAIT_SECONDS)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"still running {WAIT_SECONDS} s after SIGINT: {err}")
+        # SIGABRT: the fault handler prints every thread's Python stack before the end
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        tail = out.splitlines()[-3:]
+        pytest.fail(f"still running {WAIT_SECONDS} s after SIGINT; last output {tail}; "
+                    f"stderr: {err}")
     return proc.returncode, out, err
 
 
