@@ -107,6 +107,10 @@ class SoftmaxRegressionCV(SoftmaxRegression):
         Mean validation score at ``alpha_``.
     n_iter_ : ndarray of shape (n_folds, n_alphas)
         L-BFGS iterations of every fit of the path.
+    coefs_paths_ : ndarray of shape (n_folds, n_alphas, n_rows, n_features + 1)
+        Every fit of the path: its ``coef_`` with its ``intercept_`` as the last column, as
+        scikit-learn's ``LogisticRegressionCV.coefs_paths_`` (one array, not a dict by
+        class; ``n_rows`` is ``coef_``'s, 1 for two classes with the default objective).
     coef_, intercept_, classes_, n_features_in_ : as in :class:`SoftmaxRegression`.
     """
 
@@ -193,6 +197,9 @@ class SoftmaxRegressionCV(SoftmaxRegression):
         mean = scores.mean(axis=0)
         best = int(np.argmax(mean))  # ties: the first, i.e. the strongest regularization
         self.alphas_, self.scores_, self.n_iter_ = alphas, scores, n_iter
+        self.coefs_paths_ = np.array(
+            [[np.concatenate([m.coef_, m.intercept_[:, None]], axis=1) for m in models]
+             for models in fold_models])
         self.alpha_, self.best_score_ = float(alphas[best]), float(mean[best])
         if eval_set is not None or not self.refit:
             final = fold_models[0][best]

@@ -47,6 +47,11 @@ def test_path_equals_independent_fits_and_chooses_the_same_alpha(data):
                           for m in independent]))
     assert cv.alpha_ == cv.alphas_[best]
     np.testing.assert_allclose(cv.coef_, independent[best].coef_, rtol=1e-4, atol=1e-6)
+    assert cv.coefs_paths_.shape == (1, len(ALPHAS), 4, X.shape[1] + 1)
+    for fitted, model in zip(cv.coefs_paths_[0], independent, strict=True):
+        np.testing.assert_allclose(fitted[:, :-1], model.coef_, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(fitted[:, -1], model.intercept_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(cv.coefs_paths_[0, best, :, :-1], cv.coef_)
     # the point of the path: warm starts need fewer iterations than fits from zero
     assert cv.n_iter_.sum() < sum(m.n_iter_ for m in independent)
 
@@ -55,6 +60,7 @@ def test_folds_refit_the_chosen_alpha_on_all_the_data(data):
     X, y, _, _ = data
     cv = SoftmaxRegressionCV(alphas=ALPHAS, cv=3, **EXACT).fit(X, y)
     assert cv.scores_.shape == (3, len(ALPHAS)) and cv.n_iter_.shape == (3, len(ALPHAS))
+    assert cv.coefs_paths_.shape == (3, len(ALPHAS), 4, X.shape[1] + 1)
     assert cv.alpha_ in cv.alphas_
     assert cv.best_score_ == pytest.approx(cv.scores_.mean(axis=0).max())
     alone = _alone(X, y, cv.alpha_)
