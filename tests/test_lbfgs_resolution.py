@@ -107,6 +107,9 @@ def test_the_resolved_value_integrates_the_gradients_within_the_band():
     assert value - _quadratic(base, np.float32)[0] == pytest.approx(exact, rel=1e-9)
     far = np.full(4, 0.5)  # beyond the band: the plain loss
     assert resolved.value(far, *_quadratic(far, np.float32)) == _quadratic(far, np.float32)[0]
+    for bad in (np.nan, np.inf):  # a non-finite loss reaches the optimizer (and its checks)
+        value = resolved.value(step, bad, gradient)
+        assert value == bad or (np.isnan(bad) and np.isnan(value))
 
 
 def test_accepting_a_point_moves_the_base_only_to_the_last_evaluation():

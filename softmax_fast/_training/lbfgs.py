@@ -176,10 +176,10 @@ class _ResolvedObjective:
             self.base = (theta.copy(), loss, loss, gradient.copy())
             return loss
         theta0, value0, loss0, gradient0 = self.base
-        if abs(loss - loss0) > self.RESOLUTION * abs(loss0):
-            value = loss
-        else:
+        if abs(loss - loss0) <= self.RESOLUTION * abs(loss0):  # False for a NaN: kept
             value = value0 + 0.5 * float((gradient0 + gradient) @ (theta - theta0))
+        else:
+            value = loss
         self.trial = (theta.copy(), value, loss, gradient.copy())
         return value
 
