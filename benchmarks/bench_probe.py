@@ -38,7 +38,8 @@ Groups per data set (``probe <n>x<d>x<c>: ...``):
     against 16 independent ``SoftmaxRegression`` fits from zero, at the same tol (the CV's
     default, and one where every fit is near its optimum); whether both
     choose the same alpha (and, if not, by how many validation rows the path's alpha trails
-    with the independent fits), their iterations, and how exact their 16 fits are:
+    with the independent fits), their iterations and evaluations of the objective (counted
+    calls of the fused kernel), and how exact their 16 fits are:
     ``max_gap`` and ``median_gap``, the relative gaps of the 16 objectives from their
     optima (a float64 path at tol 1e-8, cached) — at a loose tol the path's fits go further
     than the independent ones, so compare the times at equal gaps, across the two tols.
@@ -73,7 +74,7 @@ from harness import (
 
 from softmax_fast import SoftmaxRegression, SoftmaxRegressionCV
 from softmax_fast._training.scoring import l2_penalty, score
-from softmax_fast.backends import get_backend, resolve_backend_name
+from softmax_fast.backends import get_backend, get_kernels, resolve_backend_name
 from softmax_fast.cv import default_alphas
 
 ALPHA = 1e-5
@@ -363,8 +364,24 @@ def _validation_accuracies(models, X_val, y_val):
                      for m in models])
 
 
+@pytest.fixture
+def evaluations(monkeypatch):
+    """A counter of the objective's evaluations: calls of the dense kernels' fused loss and
+    gradient (a count the VM's speed cannot move, unlike the times beside it)."""
+    kernels = get_kernels(resolve_backend_name("auto"), "dense")
+    count = [0]
+    evaluate = kernels.linear_softmax_ce
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "linear_softmax_ce", counted)
+    return count
+
+
 @pytest.mark.parametrize("tol", PATH_TOLS)
-def test_alpha_path(benchmark, probe, tol):
+def test_alpha_path(benchmark, probe, tol, evaluations):
     benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path, tol {tol:g}"
 
     def path():
@@ -373,16 +390,17 @@ def test_alpha_path(benchmark, probe, tol):
         return model.fit(probe["X"], probe["y"], eval_set=(probe["X_val"], probe["y_val"]))
 
     model, seconds = timed(benchmark, path, count=1, warmup=0)
+    n_evaluations = evaluations[0]
     iterations = int(np.sum(model.n_iter_))
     STASH[("probe-path", probe["name"], tol)] = {"alpha": model.alpha_,
                                                  "iterations": iterations}
     record(benchmark, impl="SoftmaxRegressionCV (warm-started path)", ours=True,
-           chosen_alpha=model.alpha_, iterations=iterations, best_score=model.best_score_,
-           **path_accuracy(probe, model.coefs_paths_[0]))
+           chosen_alpha=model.alpha_, iterations=iterations, evaluations=n_evaluations,
+           best_score=model.best_score_, **path_accuracy(probe, model.coefs_paths_[0]))
 
 
 @pytest.mark.parametrize("tol", PATH_TOLS)
-def test_independent_fits(benchmark, probe, tol):
+def test_independent_fits(benchmark, probe, tol, evaluations):
     benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path, tol {tol:g}"
     alphas = default_alphas(N_ALPHAS)
 
@@ -395,13 +413,15 @@ def test_independent_fits(benchmark, probe, tol):
         return models
 
     models, seconds = timed(benchmark, fits, count=1, warmup=0)
+    n_evaluations = evaluations[0]
     iterations = int(sum(m.n_iter_ for m in models))
     accuracies = _validation_accuracies(models, probe["X_val"], probe["y_val"])
     chosen = float(alphas[int(np.argmax(accuracies))])  # ties: the strongest, as the CV does
     path = STASH.get(("probe-path", probe["name"], tol))
     STASH[("probe-independent", probe["name"], tol)] = {"alpha": chosen,
                                                         "iterations": iterations}
-    info = {"chosen_alpha": chosen, "iterations": iterations, "same_alpha_as_path": None}
+    info = {"chosen_alpha": chosen, "iterations": iterations, "evaluations": n_evaluations,
+            "same_alpha_as_path": None}
     if path is not None:
         info["same_alpha_as_path"] = bool(np.isclose(chosen, path["alpha"]))
         # a different choice on a near tie: how many validation rows the path's alpha loses
