@@ -67,8 +67,8 @@ def predicted_start(alphas, optima):
         return None
     *known, t = (math.log(a) for a in alphas)
     # Lagrange's form: the weight of each known optimum at t
-    weights = [math.prod((t - other) / (ti - other) for other in known if other != ti)
-               for ti in known]
+    weights = [math.prod((t - tj) / (ti - tj) for j, tj in enumerate(known) if j != i)
+               for i, ti in enumerate(known)]
     coef = sum(w * coef for w, (coef, _) in zip(weights, optima, strict=True))
     intercept = sum(w * intercept for w, (_, intercept) in zip(weights, optima, strict=True))
     return coef, intercept
@@ -248,7 +248,7 @@ class SoftmaxRegressionCV(SoftmaxRegression):
                 # from near the previous optimum, each strength must still reach its own
                 model._path_gtol = path_tolerance(alpha - alphas[j - 1], state.coef,
                                                   state.coef.dtype, PATH_MIN_REDUCTION)
-                start = predicted_start(alphas[j - len(optima):j + 1], optima)
+                start = predicted_start(alphas[:j + 1], optima)
                 if start is not None:
                     state.coef[...], state.intercept[...] = start
             with warnings.catch_warnings():
