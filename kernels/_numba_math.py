@@ -15,6 +15,7 @@ from numba.extending import intrinsic
 
 from ._numba_config import (
     FEATURE_BLOCK,
+    FORWARD_TILE_ROWS,
     GRAD_BLOCKS_PER_THREAD,
     GRAD_FEATURE_BLOCKS,
     GRAD_MIN_FEATURE_WIDTH,
@@ -335,16 +336,17 @@ def _five_class_tiles(n):
 
 
 @njit(**JIT)
-def _forward_tile(A, rows, f0, f1, W, k0, k1, P, p0, ahead):
+def _forward_tile(A, rows, f0, f1, W, k0, k1, P, p0, ahead, tile_rows=FORWARD_TILE_ROWS):
     """P[p0 + r, k] = sum_{f0 <= f < f1} A[rows[r], f] W[k, f] for k in [k0, k1).
 
-    Tiles of 4 rows x 5 classes (``_dot_4x5``) and 4 rows x 4 classes (``_dot_4x4``), as
+    Tiles of ``tile_rows`` rows (4 or 2: ``FORWARD_TILE_ROWS``, by the CPU's vector registers)
+    x 5 classes (``_dot_4x5``, ``_dot_2x5``) and x 4 classes (``_dot_4x4``, ``_dot_2x4``), as
     many of 5 as leave whole tiles of 4 (``_five_class_tiles``: 10 classes are 5 + 5, 13 are
     5 + 4 + 4, 16 are 4 x 4). Each accumulator is a vectorised (reassociated) reduction along
-    the features whose order does not depend on the tile it is in, so the split only changes
-    speed. Ragged edges recompute the last row/class (same value written twice). While a
-    group of rows is computed, the rows ``ahead[r]`` (the next tile or batch) are prefetched
-    over [f0, f1).
+    the features whose order does not depend on the tile it is in, so neither the class split
+    nor the row count changes a bit, only speed. Ragged edges recompute the last row/class
+    (same value written twice). While a group of rows is computed, the rows ``ahead[r]`` (the
+    next tile or batch) are prefetched over [f0, f1).
     """
     nr = rows.shape[0]
     na = ahead.shape[0]
@@ -352,26 +354,35 @@ def _forward_tile(A, rows, f0, f1, W, k0, k1, P, p0, ahead):
     k5 = k0 + 5 * _five_class_tiles(k1 - k0)
     r = 0
     while r < nr:
-        for q in range(r, min(r + 4, na)):
+        for q in range(r, min(r + tile_rows, na)):
             rq = ahead[q]
             for f in range(f0, f1, step):
                 _prefetch(A, rq, f)
         ra = r
         rb = min(r + 1, nr - 1)
-        rc = min(r + 2, nr - 1)
-        rd = min(r + 3, nr - 1)
         x0 = A[rows[ra], f0:f1]
         x1 = A[rows[rb], f0:f1]
-        x2 = A[rows[rc], f0:f1]
-        x3 = A[rows[rd], f0:f1]
         k = k0
-        while k < k5:
-            _dot_4x5(x0, x1, x2, x3, W, f0, f1, k, P, p0 + ra, p0 + rb, p0 + rc, p0 + rd)
-            k += 5
-        while k < k1:
-            _dot_4x4(x0, x1, x2, x3, W, f0, f1, k, k1, P, p0 + ra, p0 + rb, p0 + rc, p0 + rd)
-            k += 4
-        r += 4
+        if tile_rows == 4:
+            rc = min(r + 2, nr - 1)
+            rd = min(r + 3, nr - 1)
+            x2 = A[rows[rc], f0:f1]
+            x3 = A[rows[rd], f0:f1]
+            while k < k5:
+                _dot_4x5(x0, x1, x2, x3, W, f0, f1, k, P, p0 + ra, p0 + rb, p0 + rc, p0 + rd)
+                k += 5
+            while k < k1:
+                _dot_4x4(x0, x1, x2, x3, W, f0, f1, k, k1, P, p0 + ra, p0 + rb, p0 + rc,
+                         p0 + rd)
+                k += 4
+        else:
+            while k < k5:
+                _dot_2x5(x0, x1, W, f0, f1, k, P, p0 + ra, p0 + rb)
+                k += 5
+            while k < k1:
+                _dot_2x4(x0, x1, W, f0, f1, k, k1, P, p0 + ra, p0 + rb)
+                k += 4
+        r += tile_rows
 
 
 @njit(**JIT_INLINE)
@@ -501,6 +512,79 @@ def _dot_4x4(x0, x1, x2, x3, W, f0, f1, k, k1, P, pa, pb, pc, pd):
     P[pd, kb] = a31
     P[pd, kc] = a32
     P[pd, kd] = a33
+
+
+@njit(**JIT_INLINE)
+def _dot_2x5(x0, x1, W, f0, f1, k, P, pa, pb):
+    """``_dot_4x5`` for 2 rows: 10 accumulators and 7 loads, within 16 vector registers."""
+    _wide_vectors()
+    zero = W.dtype.type(0)
+    w0 = W[k, f0:f1]
+    w1 = W[k + 1, f0:f1]
+    w2 = W[k + 2, f0:f1]
+    w3 = W[k + 3, f0:f1]
+    w4 = W[k + 4, f0:f1]
+    a00 = a01 = a02 = a03 = a04 = zero
+    a10 = a11 = a12 = a13 = a14 = zero
+    for f in range(x0.shape[0]):
+        u0 = x0[f]
+        u1 = x1[f]
+        v0 = w0[f]
+        v1 = w1[f]
+        v2 = w2[f]
+        v3 = w3[f]
+        v4 = w4[f]
+        a00 += u0 * v0
+        a01 += u0 * v1
+        a02 += u0 * v2
+        a03 += u0 * v3
+        a04 += u0 * v4
+        a10 += u1 * v0
+        a11 += u1 * v1
+        a12 += u1 * v2
+        a13 += u1 * v3
+        a14 += u1 * v4
+    _store_5(P, pa, k, a00, a01, a02, a03, a04)
+    _store_5(P, pb, k, a10, a11, a12, a13, a14)
+
+
+@njit(**JIT_INLINE)
+def _dot_2x4(x0, x1, W, f0, f1, k, k1, P, pa, pb):
+    """``_dot_4x4`` for 2 rows (classes clamped to k1 - 1 as there)."""
+    _wide_vectors()
+    zero = W.dtype.type(0)
+    kb = min(k + 1, k1 - 1)
+    kc = min(k + 2, k1 - 1)
+    kd = min(k + 3, k1 - 1)
+    w0 = W[k, f0:f1]
+    w1 = W[kb, f0:f1]
+    w2 = W[kc, f0:f1]
+    w3 = W[kd, f0:f1]
+    a00 = a01 = a02 = a03 = zero
+    a10 = a11 = a12 = a13 = zero
+    for f in range(x0.shape[0]):
+        u0 = x0[f]
+        u1 = x1[f]
+        v0 = w0[f]
+        v1 = w1[f]
+        v2 = w2[f]
+        v3 = w3[f]
+        a00 += u0 * v0
+        a01 += u0 * v1
+        a02 += u0 * v2
+        a03 += u0 * v3
+        a10 += u1 * v0
+        a11 += u1 * v1
+        a12 += u1 * v2
+        a13 += u1 * v3
+    P[pa, k] = a00
+    P[pa, kb] = a01
+    P[pa, kc] = a02
+    P[pa, kd] = a03
+    P[pb, k] = a10
+    P[pb, kb] = a11
+    P[pb, kc] = a12
+    P[pb, kd] = a13
 
 
 @njit(**JIT)

@@ -35,10 +35,15 @@ Design
 * ``sgd_epoch`` runs the whole epoch in one compiled call. The features are cut into a fixed
   number of blocks; a single parallel region per minibatch does, for each block, the backward
   pass and weight update of the previous batch and the forward pass (partial logits) of this
-  batch, and prefetches the next batch's rows. Between regions the calling thread sums the
-  partial logits in block order and computes the softmax, so there is one region launch
-  (1.4 us on one thread, 2.7 us on two with the OpenMP layer, measured on an empty region)
-  per batch.
+  batch, prefetches the next batch's rows and gathers this batch's labels and weights
+  (their random reads stalled the one thread that runs between regions: its part of a
+  batch of 32 x 10 took 11,000-12,400 cycles, 5,100-5,600 with them gathered, on an AMD
+  EPYC). Between regions the calling thread sums the partial logits in block order and
+  computes the softmax, so there is one region launch (1.4 us on one thread, 2.7 us on two with the OpenMP layer on a Xeon, 1.0 and
+  1.65 us on an AMD EPYC, measured on an empty region) per batch.
+* Tile shapes follow the vector registers of the CPU Numba compiles for
+  (``_numba_config.VECTOR_REGISTERS``): the forward tile holds 4 rows on AVX-512 and 2 on
+  CPUs with 16 registers, where 4 spilled its accumulators. The row count changes no bits.
 * For large d x c the products go to BLAS (``_numba_gemm``: SciPy's sgemm/dgemm called from
   compiled code in fixed tiles, BLAS kept on one thread while our threads share the tiles);
   the path is chosen by shape (``_paths.py``, the same rule as the Cython backend). Below the
@@ -516,6 +521,8 @@ def _sgd_kernel(X, x_scale, y, sample_weight, has_weight, order, coef, intercept
     gbias_w = np.zeros(c, dtype=wdt)
     softmax_work = np.empty((3, bs * c), dtype=np.float64)  # per value of a batch
     row_work = np.empty((2, bs), dtype=np.float64)  # per row of a batch
+    batch_y = np.empty(bs, dtype=np.intp)  # labels and weights of the batch being computed,
+    batch_w = np.ones(bs, dtype=np.float64)  # gathered in the region (see below)
     lr_w = wdt.type(lr)
     mom_w = wdt.type(momentum)
     alpha_w = wdt.type(alpha)
@@ -547,13 +554,19 @@ def _sgd_kernel(X, x_scale, y, sample_weight, has_weight, order, coef, intercept
             if t < stop:
                 _forward_tile(X, order[s0:s1], f0, f1, coef, 0, c, P[j], 0,
                               order[s1:min(n, s1 + bs)])
+                if j == nfb - 1:
+                    # The softmax after the region reads each row's label and weight at a
+                    # random index: gathered here, their cache misses overlap the tiles'
+                    # work instead of stalling the one thread that runs between regions.
+                    _gather_batch(y, sample_weight, has_weight, order[s0:s1], batch_y,
+                                  batch_w)
         if watch_region(watch, _cycles() - start) and t < stop:
             stop = t + 1  # finish batch t (its softmax now, its update in region t + 1)
         if t == stop:
             break
         # softmax of batch t on the calling thread: partial logits summed in block order
-        loss, wb = _batch_softmax_ce(P, G, gbias, softmax_work, row_work, order, s0, s1,
-                                     x_scale, intercept, y, sample_weight, has_weight)
+        loss, wb = _batch_softmax_ce(P, G, gbias, softmax_work, row_work, s1 - s0, x_scale,
+                                     intercept, batch_y, batch_w)
         batch_loss[t] = loss
         batch_weight[t] = wb
         for k in range(c):
@@ -575,7 +588,18 @@ def _ordered_sums(loss, weight):
 
 
 @njit(**JIT)
-def _batch_shifted_logits(P, work, true_shifted, order, s0, nbat, x_scale, intercept, y):
+def _gather_batch(y, sample_weight, has_weight, rows, batch_y, batch_w):
+    """batch_y[r] = y[rows[r]], batch_w[r] = sample_weight[rows[r]] (left at 1 without
+    weights) for the rows of one minibatch."""
+    for r in range(rows.shape[0]):
+        batch_y[r] = y[rows[r]]
+    if has_weight:
+        for r in range(rows.shape[0]):
+            batch_w[r] = sample_weight[rows[r]]
+
+
+@njit(**JIT)
+def _batch_shifted_logits(P, work, true_shifted, nbat, x_scale, intercept, batch_y):
     """Step 1 of _batch_softmax_ce: z = b + x_scale P_0 + x_scale P_1 + ... (block order) in
     work[0], z - max in work[1], z_y - max in true_shifted[:nbat]."""
     nfb, _, c = P.shape
@@ -592,15 +616,15 @@ def _batch_shifted_logits(P, work, true_shifted, order, s0, nbat, x_scale, inter
         m = _row_max(zr)
         if c > 0 and m == -np.inf:
             m = zr[0]  # all -inf (or NaN): -inf - -inf makes the sum NaN as it must
-        true_shifted[r] = _shifted_minus(zr[y[order[s0 + r]]], m, 0.0)
+        true_shifted[r] = _shifted_minus(zr[batch_y[r]], m, 0.0)
         for k in range(c):
             shifted[r * c + k] = zr[k] - m
 
 
 @njit(**JIT)
-def _batch_softmax_ce(P, G, gbias, work, row_work, order, s0, s1, x_scale, intercept, y,
-                      sample_weight, has_weight):
-    """Softmax-CE of batch order[s0:s1] from its partial logits P (summed in block order).
+def _batch_softmax_ce(P, G, gbias, work, row_work, nbat, x_scale, intercept, batch_y, batch_w):
+    """Softmax-CE of a batch of ``nbat`` rows from its partial logits P (summed in block
+    order), their labels ``batch_y`` and weights ``batch_w`` (ones without weights).
 
     Writes G = x_scale dL/dz and gbias = dL/db (dL/dz_k = w_i / sum_B(w) (p_k - [k == y]));
     returns (sum_i w_i l_i, sum_B w). A batch with zero total weight has no data term.
@@ -611,10 +635,9 @@ def _batch_softmax_ce(P, G, gbias, work, row_work, order, s0, s1, x_scale, inter
     while the other threads wait.
     """
     nfb, _, c = P.shape
-    nbat = s1 - s0
     wb = 0.0
     for r in range(nbat):
-        wb += sample_weight[order[s0 + r]] if has_weight else 1.0
+        wb += batch_w[r]
     for k in range(c):
         gbias[k] = 0.0
     if wb <= 0:
@@ -629,7 +652,7 @@ def _batch_softmax_ce(P, G, gbias, work, row_work, order, s0, s1, x_scale, inter
     sums = row_work[0]
     true_shifted = row_work[1]
     # 1. logits, z - max and z_y - max, rows in order
-    _batch_shifted_logits(P, work, true_shifted, order, s0, nbat, x_scale, intercept, y)
+    _batch_shifted_logits(P, work, true_shifted, nbat, x_scale, intercept, batch_y)
     # 2. e = exp(z - max), one flat loop (from another buffer: in place it would run scalar)
     for q in range(nq):
         ez[q] = _exp(shifted[q])
@@ -640,10 +663,8 @@ def _batch_softmax_ce(P, G, gbias, work, row_work, order, s0, s1, x_scale, inter
         for k in range(c):
             s += er[k]
         sums[r] = s
-        i = order[s0 + r]
-        yi = y[i]
-        wi = sample_weight[i] if has_weight else 1.0
-        scale = wi * inv_wb
+        yi = batch_y[r]
+        scale = batch_w[r] * inv_wb
         ps = scale / s
         gr = G[r]
         for k in range(c):
@@ -655,8 +676,7 @@ def _batch_softmax_ce(P, G, gbias, work, row_work, order, s0, s1, x_scale, inter
     # 4. l_i = log s_i - (z_y - max): vectorised log, fixed-order sum
     loss = 0.0
     for r in range(nbat):
-        wi = sample_weight[order[s0 + r]] if has_weight else 1.0
-        loss += wi * _ce_term(_log(sums[r]), true_shifted[r], 0.0)
+        loss += batch_w[r] * _ce_term(_log(sums[r]), true_shifted[r], 0.0)
     return loss, wb
 
 

@@ -295,24 +295,50 @@ def test_five_class_tiles_leave_whole_tiles_of_four(n):
                                              (np.float64, np.float64)])
 def test_forward_tile_split_changes_no_bits(x_dtype, w_dtype):
     """Every logit of the forward tile is the same bits whether its class sits in a tile of
-    5, a tile of 4 or a ragged tile alone (k1 = k + 1), for 1-17 classes, rows in any
-    order, 66 features from an unaligned start (a vector remainder); and it is the float64 product to rounding."""
+    5, a tile of 4 or a ragged tile alone (k1 = k + 1), and whether the tiles hold 4 rows
+    (AVX-512's choice) or 2 (16 vector registers), for 1-17 classes and 11 rows (a ragged
+    last tile) in any order, 66 features from an unaligned start (a vector remainder); and it
+    is the float64 product to rounding."""
+    from softmax_fast.kernels._numba_config import FORWARD_TILE_ROWS
     from softmax_fast.kernels._numba_math import _forward_tile
 
     rng = np.random.default_rng(7)
     A = rng.integers(0, 256, (40, 70)).astype(x_dtype)
     rows = rng.permutation(40)[:11].astype(np.intp)
+    assert FORWARD_TILE_ROWS in (2, 4)
     for c in range(1, 18):
         W = rng.standard_normal((c, 70)).astype(w_dtype)
         together = np.zeros((11, c))
-        _forward_tile(A, rows, 3, 69, W, 0, c, together, 0, rows[:0])
-        alone = np.zeros((11, c))
-        for k in range(c):
-            _forward_tile(A, rows, 3, 69, W, k, k + 1, alone, 0, rows[:0])
-        np.testing.assert_array_equal(together, alone, err_msg=f"{c} classes")
+        _forward_tile(A, rows, 3, 69, W, 0, c, together, 0, rows[:0])  # this CPU's tiles
+        for tile_rows in (2, 4):
+            alone = np.full((11, c), np.nan)
+            for k in range(c):
+                _forward_tile(A, rows, 3, 69, W, k, k + 1, alone, 0, rows[:0], tile_rows)
+            np.testing.assert_array_equal(together, alone,
+                                          err_msg=f"{c} classes, {tile_rows}-row tiles")
         exact = A[rows, 3:69].astype(np.float64) @ W[:, 3:69].T.astype(np.float64)
         np.testing.assert_allclose(together, exact, rtol=1e-4 if w_dtype == np.float32 else 1e-12,
                                    atol=1e-3 if w_dtype == np.float32 else 1e-9)
+
+
+def test_forward_tile_rows_follow_the_vector_registers(monkeypatch):
+    """4-row tiles where Numba compiles for AVX-512 (32 registers), 2 where it has 16: the
+    detection reads what Numba targets (NUMBA_CPU_FEATURES), not only the host."""
+    from numba.core import config
+
+    from softmax_fast.kernels import _numba_config
+
+    if _numba_config.platform.machine().lower() in ("aarch64", "arm64"):
+        pytest.skip("64-bit Arm has 32 vector registers whatever the features")
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,+fma,-avx512f")
+    assert _numba_config._vector_registers() == 16
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx,+avx2,+fma,+avx512f,+avx512bw")
+    assert _numba_config._vector_registers() == 32
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    assert _numba_config._vector_registers() == 16
+    expected = 4 if _numba_config.VECTOR_REGISTERS >= 32 else 2
+    assert _numba_config.FORWARD_TILE_ROWS == expected
 
 
 def test_serial_twins_are_serial_and_cached_apart():
