@@ -6,10 +6,15 @@ barriers (``_sf_simd.h``); the Numba ones are watched from here, at two levels:
 
 * within a call, kernels with many regions (an SGD epoch: one per minibatch) time each region
   (``_numba_math.watch_region``) and finish on one thread after repeated stalls;
-* across calls, every call through ``numba_backend._call`` is timed: one that ran far slower
-  than the fastest call of the same kernel and size, or a kernel that fell back mid-call,
-  makes the next calls run on one thread for a back-off period (0.05 s, doubled while the
-  machine stays busy, up to 8 s), after which the threads are tried again.
+* across calls, every call through ``numba_backend._call`` is timed: one on several threads
+  that ran far slower than the fastest call of the same kernel, size and thread count, or
+  slower than the fastest call of that kernel and size on one thread, or a kernel that fell
+  back mid-call, makes the next calls run on one thread for a back-off period (0.05 s,
+  doubled while the machine stays busy, up to 8 s), after which the threads are tried again.
+  The one-thread comparison matters where two threads gain little even on an idle machine
+  (softmax-CE at 1,000,000 x 10 on a 2-core AMD EPYC: 29.5 ms on two, 40.5 ms on one): a
+  busy core made the 2-thread call 61.6 ms, about 2x its own fastest - the first rule's
+  threshold, which it crossed only now and then - and 0.64x of one thread's speed.
 
 Results never depend on the thread count (fixed tiles and orders), so the governor changes
 speed only. An idle machine rarely triggers it (a hiccup of the host that doubles one call),
@@ -38,6 +43,11 @@ class Governor:
     SLOWDOWN = 2.0
     MIN_SECONDS = 0.002
     BACKOFF_MIN, BACKOFF_MAX = 0.05, 8.0
+    #: a back-off lasts at least this many times the slow call that caused it: each later
+    #: trial of the threads then costs at most about 1/8 more than one thread would. Long
+    #: calls (the BLAS path at 4096 x 2048 x 1000, 0.4-0.5 s) outlasted the first back-offs,
+    #: so every other call retried the threads on the busy core (0.80x of one thread's speed).
+    BACKOFF_CALLS = 8
     #: sizes remembered at most (then forgotten all at once: a fit uses a few)
     MAX_KINDS = 4096
 
@@ -53,32 +63,43 @@ class Governor:
             return 1
         return n_threads
 
-    def report(self, contended):
-        """A kernel says whether it had to fall back to one thread during its call."""
+    def report(self, contended, seconds=0.0):
+        """A kernel says whether it had to fall back to one thread during its call (of
+        ``seconds``, when known: the back-off lasts at least ``BACKOFF_CALLS`` times that)."""
         with self._lock:
             if contended:
-                self._serial_until = time.monotonic() + self._backoff
+                self._serial_until = time.monotonic() + max(self._backoff,
+                                                             self.BACKOFF_CALLS * seconds)
                 self._backoff = min(2 * self._backoff, self.BACKOFF_MAX)
             elif time.monotonic() >= self._serial_until:
                 self._backoff = self.BACKOFF_MIN
 
     def timed(self, kernel, threads, work, args):
-        """Run ``kernel(*args)`` and judge its speed (calls on several threads only)."""
-        if threads <= 1 or work <= 0:
+        """Run ``kernel(*args)`` and time it; judge the speed of calls on several threads.
+
+        A call on one thread is only recorded: it is the reference the calls on several
+        threads must beat (a one-thread call comes from the caller's ``n_threads=1`` or
+        from a back-off).
+        """
+        if work <= 0:
             return kernel(*args)
         tic = time.perf_counter()
         result = kernel(*args)
         seconds = time.perf_counter() - tic
-        key = (getattr(kernel, "__name__", repr(kernel)), threads, work)
+        name = getattr(kernel, "__name__", repr(kernel))
+        key = (name, threads, work)
         with self._lock:
             fastest = self._fastest.get(key)
             if fastest is None and len(self._fastest) >= self.MAX_KINDS:
                 self._fastest.clear()
             self._fastest[key] = seconds if fastest is None else min(fastest, seconds)
-        if fastest is not None:
+            alone = self._fastest.get((name, 1, work)) if threads > 1 else None
+        if threads > 1 and (fastest is not None or alone is not None):
+            slow = seconds > self.SLOWDOWN * fastest if fastest is not None else False
+            beaten = alone is not None and seconds > alone
             # a call in time also ends the doubling of the back-off: without it, rare false
             # alarms on an idle machine added up to back-offs of seconds
-            self.report(seconds > self.MIN_SECONDS and seconds > self.SLOWDOWN * fastest)
+            self.report(seconds > self.MIN_SECONDS and (slow or beaten), seconds)
         return result
 
 

@@ -50,6 +50,7 @@ Design
   crossover the register tiles above match OpenBLAS at batch 32 and avoid its call overhead.
 """
 
+import time
 import types
 
 import numba
@@ -707,6 +708,7 @@ def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coe
     nb = -(-n // bs)
     batch_loss, batch_weight = np.zeros(nb), np.zeros(nb)
     t, contended = 0, False
+    started = time.perf_counter()
     while t < nb:  # one call, or more when a busy core makes it resume on one thread
         watch = np.zeros(3, dtype=np.int64)
         t = _call(_sgd_kernel, n_threads, work, X, float(x_scale), y, w, has_weight, order,
@@ -715,7 +717,8 @@ def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coe
                   timed=False)
         if watch[2]:
             contended = True
-            GOVERNOR.report(True)
+            # the back-off outlasts several epochs like this one (see the governor)
+            GOVERNOR.report(True, time.perf_counter() - started)
     if not contended:
         GOVERNOR.report(False)
     total_loss, total_weight = _ordered_sums(batch_loss, batch_weight)

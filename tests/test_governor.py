@@ -39,7 +39,36 @@ def test_a_call_far_slower_than_its_fastest_reports_contention():
     assert gov.threads(2) == 2
     gov.timed(kernel, 2, 1000, (0.05,))  # 16x slower per unit of work
     assert gov.threads(2) == 1
-    assert gov.timed(kernel, 1, 1000, (0.001,)) == 0.001  # one thread: never judged
+    gov._serial_until = 0.0
+    assert gov.timed(kernel, 1, 1000, (0.001,)) == 0.001  # one thread: never judged itself
+    assert gov.threads(2) == 2
+
+
+def test_a_parallel_call_slower_than_one_thread_reports_contention():
+    """Where two threads gain little (a 2-thread call 0.74x of one thread's time on an idle
+    machine), a busy core makes the 2-thread call slower than one thread while staying
+    within the 2x of its own fastest: the one-thread call of that kernel and size decides."""
+    gov = Governor()
+
+    def kernel(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    gov.timed(kernel, 2, 1000, (0.030,))  # idle, two threads
+    gov.timed(kernel, 1, 1000, (0.040,))  # one thread (a caller's n_threads=1)
+    gov.timed(kernel, 2, 1000, (0.035,))  # slower than its best, still faster than one thread
+    assert gov.threads(2) == 2
+    gov.timed(kernel, 2, 2000, (0.055,))  # another size: judged against its own only
+    assert gov.threads(2) == 2
+    gov.timed(kernel, 2, 1000, (0.055,))  # < 2x its own fastest, but one thread was faster
+    assert gov.threads(2) == 1
+
+
+def test_a_one_thread_reference_alone_judges_the_first_parallel_call():
+    gov = Governor()
+    gov.timed(time.sleep, 1, 1000, (0.003,))
+    gov.timed(time.sleep, 2, 1000, (0.030,))  # no 2-thread call before: one thread decides
+    assert gov.threads(2) == 1
 
 
 def test_a_call_is_judged_against_its_own_size_only():
@@ -87,4 +116,17 @@ def test_calls_without_work_are_not_judged(work):
     gov = Governor()
     gov.timed(lambda: None, 2, work, ())
     gov.timed(time.sleep, 2, work, (0.01,))
+    assert gov.threads(2) == 2
+
+
+def test_a_slow_call_backs_off_for_several_of_its_own_length(monkeypatch):
+    """A back-off shorter than the call that caused it would retry the threads on the next
+    call: it lasts at least BACKOFF_CALLS times the slow call."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    gov = Governor()
+    gov.report(True, 0.5)
+    clock[0] += Governor.BACKOFF_CALLS * 0.5 - 0.01
+    assert gov.threads(2) == 1
+    clock[0] += 0.02
     assert gov.threads(2) == 2
