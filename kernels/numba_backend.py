@@ -39,8 +39,9 @@ Design
   (their random reads stalled the one thread that runs between regions: its part of a
   batch of 32 x 10 took 11,000-12,400 cycles, 5,100-5,600 with them gathered, on an AMD
   EPYC). Between regions the calling thread sums the partial logits in block order and
-  computes the softmax, so there is one region launch (1.4 us on one thread, 2.7 us on two with the OpenMP layer on a Xeon, 1.0 and
-  1.65 us on an AMD EPYC, measured on an empty region) per batch.
+  computes the softmax, so there is one region launch per batch (an empty region: 1.4 us on
+  one thread and 2.7 us on two with the OpenMP layer on a Xeon, 1.0 and 1.65 us on an AMD
+  EPYC).
 * Tile shapes follow the vector registers of the CPU Numba compiles for
   (``_numba_config.VECTOR_REGISTERS``): the forward tile holds 4 rows on AVX-512 and 2 on
   CPUs with 16 registers, where 4 spilled its accumulators. The row count changes no bits.
