@@ -95,7 +95,7 @@ class Governor:
             self._fastest[key] = seconds if fastest is None else min(fastest, seconds)
             alone = self._fastest.get((name, 1, work)) if threads > 1 else None
         if threads > 1 and (fastest is not None or alone is not None):
-            slow = seconds > self.SLOWDOWN * fastest if fastest is not None else False
+            slow = fastest is not None and seconds > self.SLOWDOWN * fastest
             beaten = alone is not None and seconds > alone
             # a call in time also ends the doubling of the back-off: without it, rare false
             # alarms on an idle machine added up to back-offs of seconds
