@@ -7,8 +7,8 @@ barriers (``_sf_simd.h``); the Numba ones are watched from here, at two levels:
 * within a call, kernels with many regions (an SGD epoch: one per minibatch) time each region
   (``_numba_math.watch_region``) and finish on one thread after repeated stalls;
 * across calls, every call through ``numba_backend._call`` is timed: one on several threads
-  that ran far slower than the fastest call of the same kernel, size and thread count, or
-  slower than the fastest call of that kernel and size on one thread, or a kernel that fell
+  that ran far slower than the fastest call of the same kernel, size, kind (dtypes, shape)
+  and thread count, or slower than the fastest such call on one thread, or a kernel that fell
   back mid-call, makes the next calls run on one thread for a back-off period (0.05 s,
   doubled while the machine stays busy, up to 8 s), after which the threads are tried again.
   The one-thread comparison matters where two threads gain little even on an idle machine
@@ -39,7 +39,11 @@ class Governor:
     #: The size is part of the key: per unit of work, shapes differ by more than this
     #: (softmax-CE ran 0.6 ns an element at 8192 x 1000 and 1.6 at 1,000,000 x 10), and
     #: judged against another shape's rate, ordinary hiccups of a virtual machine sent
-    #: every Numba kernel to one thread for seconds.
+    #: every Numba kernel to one thread for seconds. So is the call's ``kind`` (dtypes,
+    #: shape, variant): keyed by size alone, a float64 softmax-CE on two threads was judged
+    #: against float32's one-thread time of the same size, found "slower than one thread"
+    #: and sent to one thread on an idle machine (65,536 x 10 and 100,000 x 100: two threads
+    #: no faster than one).
     SLOWDOWN = 2.0
     MIN_SECONDS = 0.002
     BACKOFF_MIN, BACKOFF_MAX = 0.05, 8.0
@@ -54,7 +58,7 @@ class Governor:
     def __init__(self):
         self._serial_until = 0.0
         self._backoff = self.BACKOFF_MIN
-        self._fastest = {}  # (kernel name, threads, work) -> seconds
+        self._fastest = {}  # (kernel name, threads, work, kind) -> seconds
         self._lock = threading.Lock()
 
     def threads(self, n_threads):
@@ -74,12 +78,13 @@ class Governor:
             elif time.monotonic() >= self._serial_until:
                 self._backoff = self.BACKOFF_MIN
 
-    def timed(self, kernel, threads, work, args):
+    def timed(self, kernel, threads, work, args, kind=()):
         """Run ``kernel(*args)`` and time it; judge the speed of calls on several threads.
 
-        A call on one thread is only recorded: it is the reference the calls on several
-        threads must beat (a one-thread call comes from the caller's ``n_threads=1`` or
-        from a back-off).
+        Calls are compared with calls of the same kernel, ``work`` and ``kind`` (hashable:
+        whatever else sets the speed, such as dtypes, the shape and the variant). A call on
+        one thread is only recorded: it is the reference the calls on several threads must
+        beat (a one-thread call comes from the caller's ``n_threads=1`` or from a back-off).
         """
         if work <= 0:
             return kernel(*args)
@@ -87,13 +92,13 @@ class Governor:
         result = kernel(*args)
         seconds = time.perf_counter() - tic
         name = getattr(kernel, "__name__", repr(kernel))
-        key = (name, threads, work)
+        key = (name, threads, work, kind)
         with self._lock:
             fastest = self._fastest.get(key)
             if fastest is None and len(self._fastest) >= self.MAX_KINDS:
                 self._fastest.clear()
             self._fastest[key] = seconds if fastest is None else min(fastest, seconds)
-            alone = self._fastest.get((name, 1, work)) if threads > 1 else None
+            alone = self._fastest.get((name, 1, work, kind)) if threads > 1 else None
         if threads > 1 and (fastest is not None or alone is not None):
             slow = fastest is not None and seconds > self.SLOWDOWN * fastest
             beaten = alone is not None and seconds > alone

@@ -268,6 +268,19 @@ def _log(s):
     return res if s < np.inf else s  # NaN (comparison false) and +inf pass through
 
 
+@njit(**JIT_INLINE)
+def _log_each(s, out):
+    """out[i] = log(s[i]) in a loop of its own (``s`` and ``out`` distinct arrays).
+
+    Inside a loop that also sums the loss, the log ran one row at a time, its data-dependent
+    branch (mantissa above sqrt 2) mispredicted half the time; alone, the loop vectorises and
+    the branch becomes a blend: softmax-CE 1,000,000 x 10 float32 on one thread 39.6 ->
+    29.4 ms (AMD EPYC, one process, interleaved). ``_log`` keeps its own strict flags.
+    """
+    for i in range(s.shape[0]):
+        out[i] = _log(s[i])
+
+
 # Strict order. Numba adds the caller's fastmath flags to every float instruction that has
 # none, inlined callees included, and with "reassoc" LLVM rewrites (z - m) - lse as
 # z - (m + lse): the precision loss of PyTorch #11752. Instructions that already carry a flag

@@ -84,6 +84,7 @@ from ._numba_math import (
     _forward_tile,
     _gradient_blocks,
     _log,
+    _log_each,
     _row_exp,
     _row_max,
     _shifted_minus,
@@ -99,20 +100,26 @@ _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
-def _call(kernel, n_threads, work, *args, timed=True, min_work=MIN_WORK_PER_THREAD):
+def _call(kernel, n_threads, work, *args, timed=True, min_work=MIN_WORK_PER_THREAD,
+          variant=()):
     """Run ``kernel(*args)`` on min(n_threads, work // min_work) threads.
 
     The thread count never changes a result (fixed tiles), so small problems may use fewer
     threads than asked, and a busy machine one (:data:`GOVERNOR`, which also times the call
-    unless the kernel watches itself: ``timed=False``). A call whose work alone asks for
-    one thread runs the kernel's serial twin when it has one (:func:`with_serial_twin`).
-    The caller's numba thread count is restored afterwards.
+    unless the kernel watches itself: ``timed=False``; it compares calls of the same kernel,
+    work, dtype and shape of the first argument, and ``variant``: what else sets the speed).
+    A call whose work alone asks for one thread runs the kernel's serial twin when it has
+    one (:func:`with_serial_twin`). The caller's numba thread count is restored afterwards.
     """
     nt = _planned_threads(n_threads, work, min_work)
     if work // min_work < 2 and kernel in SERIAL_TWINS:
         return SERIAL_TWINS[kernel](*args)
     nt = GOVERNOR.threads(nt)
-    run = (lambda: GOVERNOR.timed(kernel, nt, work, args)) if timed else (lambda: kernel(*args))
+    if timed:
+        kind = (args[0].dtype.num, args[0].shape, variant)
+        run = lambda: GOVERNOR.timed(kernel, nt, work, args, kind)  # noqa: E731
+    else:
+        run = lambda: kernel(*args)  # noqa: E731
     old = numba.get_num_threads()
     if nt == old:
         return run()
@@ -199,13 +206,13 @@ def _softmax_kernel(logits, out, log):
 def softmax(logits, out, n_threads=1):  # IN logits (n, c); OUT out (n, c), may alias logits
     """Row-wise softmax: out_ik = exp(z_ik - m_i) / sum_j exp(z_ij - m_i), m_i = max_j z_ij."""
     check_logits(logits, out)
-    _call(_softmax_kernel, n_threads, logits.size, logits, out, False)
+    _call(_softmax_kernel, n_threads, logits.size, logits, out, False, variant=False)
 
 
 def log_softmax(logits, out, n_threads=1):  # IN logits (n, c); OUT out (n, c)
     """Row-wise log-softmax: out_ik = (z_ik - m_i) - log sum_j exp(z_ij - m_i)."""
     check_logits(logits, out)
-    _call(_softmax_kernel, n_threads, logits.size, logits, out, True)
+    _call(_softmax_kernel, n_threads, logits.size, logits, out, True, variant=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -237,7 +244,7 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
         # (per-row loops of c ~ 10 leave most of the work to scalar remainders).
         # float32 logits: exp in float32, 16 lanes (as the Cython kernel); sums in float64
         ez = np.empty(nr * c, dtype=logits.dtype)
-        mx = np.empty(nr, dtype=np.float64)
+        lse = np.empty(nr, dtype=np.float64)
         sums = np.empty(nr, dtype=np.float64)
         shifted_true = np.empty(nr, dtype=np.float64)
         # 1. m_i = max_k z_ik (NaN skipped by the comparison; it reaches the sum through exp)
@@ -246,7 +253,6 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
             m = _row_max(z)
             if c > 0 and m == -np.inf:
                 m = np.float64(z[0])  # all -inf (or NaN): -inf - -inf makes the sum NaN
-            mx[r] = m
             # 2. z_y - m before ``out`` (which may alias ``logits``) is written
             shifted_true[r] = _shifted_minus(np.float64(z[y[r0 + r]]), m, 0.0)
             for k in range(c):
@@ -273,9 +279,10 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
             yi = y[r0 + r]
             o[yi] = (ez[r * c + yi] * inv_s - 1.0) * scale
         # 5. l_i = log s_i - (z_y - m): vectorised log over the block, fixed-order sum
+        _log_each(sums, lse)
         acc = 0.0
         for r in range(nr):
-            li = _ce_term(_log(sums[r]), shifted_true[r], 0.0)
+            li = _ce_term(lse[r], shifted_true[r], 0.0)
             wi = sample_weight[r0 + r] if has_weight else 1.0
             acc += wi * li
         partial[b] = acc
@@ -432,7 +439,7 @@ def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha,
     threads = _planned_threads(n_threads, work, LINEAR_MIN_WORK_PER_THREAD)
     return float(_call(_linear_kernel, n_threads, work, X, float(x_scale), coef, intercept, y,
                        w, has_weight, float(alpha), grad_coef, grad_intercept, threads,
-                       min_work=LINEAR_MIN_WORK_PER_THREAD))
+                       min_work=LINEAR_MIN_WORK_PER_THREAD, variant=coef.dtype.num))
 
 
 @njit(**JIT)
@@ -463,7 +470,7 @@ def _linear_gemm(X, x_scale, coef, intercept, y, w, has_weight, alpha, grad_coef
         with single_threaded_blas(), numba.parallel_chunksize(1):
             total = _call(_numba_gemm.linear_split, n_threads, work, X, x_scale, coef,
                           intercept, y, w, has_weight, wsum, alpha, grad_coef, grad_intercept,
-                          B, *bufs, np.empty(slots))
+                          B, *bufs, np.empty(slots), variant=coef.dtype.num)
         return float(total / wsum + 0.5 * alpha * _sum_squares(coef))
     rows = _numba_gemm.chunk_rows(n, c)
     Z = np.empty((rows, c), dtype=coef.dtype)
@@ -471,7 +478,7 @@ def _linear_gemm(X, x_scale, coef, intercept, y, w, has_weight, alpha, grad_coef
     with single_threaded_blas(), numba.parallel_chunksize(1):
         total = _call(_numba_gemm.linear_gemm, n_threads, work, X, xf, x_scale, coef,
                       intercept, y, w, has_weight, wsum, alpha, grad_coef, grad_intercept, Z,
-                      np.empty(rows))
+                      np.empty(rows), variant=coef.dtype.num)
     # The penalty without BLAS: a NumPy dot here woke OpenBLAS's threads, whose spinning
     # after the call took the cores from the next call's own threads (2.3x slower epochs).
     return float(total / wsum + 0.5 * alpha * _sum_squares(coef))
@@ -675,10 +682,12 @@ def _batch_softmax_ce(P, G, gbias, work, row_work, nbat, x_scale, intercept, bat
             gr[k] = x_scale * gk
         gbias[yi] -= scale
         gr[yi] = x_scale * (er[yi] * ps - scale)
-    # 4. l_i = log s_i - (z_y - max): vectorised log, fixed-order sum
+    # 4. l_i = log s_i - (z_y - max): vectorised log (into the dead z - max), fixed-order sum
+    lse = shifted[:nbat]
+    _log_each(sums[:nbat], lse)
     loss = 0.0
     for r in range(nbat):
-        loss += batch_w[r] * _ce_term(_log(sums[r]), true_shifted[r], 0.0)
+        loss += batch_w[r] * _ce_term(lse[r], true_shifted[r], 0.0)
     return loss, wb
 
 
@@ -741,6 +750,7 @@ def _sgd_gemm(X, x_scale, y, w, has_weight, order, coef, intercept, velocity_coe
                       order, batch_wsum, coef, intercept, velocity_coef, velocity_intercept,
                       lr, alpha, momentum, nesterov, bs, np.empty((bs, d), dtype=dtype),
                       np.empty((bs, c), dtype=dtype), grad, np.empty(c, dtype=dtype),
-                      np.empty(bs, dtype=np.intp), np.empty(bs), np.empty(bs))
+                      np.empty(bs, dtype=np.intp), np.empty(bs), np.empty(bs),
+                      variant=(dtype.num, bs))
     wtotal = float(batch_wsum.sum())
     return float(total / wtotal) if wtotal > 0 else 0.0

@@ -293,6 +293,7 @@ def multi_sgd_epoch(X, x_scale, y, order, coefs, scales, intercepts, velocity_co
             np.ascontiguousarray(nesterov, dtype=np.bool_), batch_size, per_task)
     try:
         with single_threaded_blas(), numba.parallel_chunksize(1):
-            return GOVERNOR.timed(_epoch, threads, order.shape[0] * coefs.size, args)
+            return GOVERNOR.timed(_epoch, threads, order.shape[0] * coefs.size, args,
+                                  (X.dtype.num, X.shape, coefs.dtype.num, batch_size))
     finally:
         numba.set_num_threads(old_threads)

@@ -2,7 +2,9 @@
 
 import time
 
+import numpy as np
 import pytest
+from conftest import require_backend
 
 from softmax_fast.kernels._governor import Governor
 
@@ -85,6 +87,38 @@ def test_a_call_is_judged_against_its_own_size_only():
     assert gov.threads(2) == 2
     gov.timed(kernel, 2, 100_000, (0.05,))  # 10x its own fastest
     assert gov.threads(2) == 1
+
+
+def test_a_call_is_judged_against_its_own_kind_only():
+    """Same kernel and size, another dtype (the kind): a float64 call on two threads slower
+    than the float32 call on one thread is not contention."""
+    gov = Governor()
+    gov.timed(time.sleep, 1, 1000, (0.002,), kind="float32")  # one thread, the fast dtype
+    gov.timed(time.sleep, 2, 1000, (0.006,), kind="float64")  # two threads, the slow dtype
+    assert gov.threads(2) == 2
+    gov.timed(time.sleep, 1, 1000, (0.003,), kind="float64")
+    gov.timed(time.sleep, 2, 1000, (0.006,), kind="float64")  # slower than its own one thread
+    assert gov.threads(2) == 1
+
+
+def test_numba_calls_are_keyed_by_dtype_shape_and_variant(monkeypatch):
+    """The Numba wrappers tell the governor what sets a call's speed besides its size."""
+    require_backend("numba")
+    from softmax_fast.kernels import numba_backend
+
+    gov = Governor()
+    monkeypatch.setattr(numba_backend, "GOVERNOR", gov)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 20_000)
+    for dtype in (np.float32, np.float64):
+        z = rng.standard_normal((20_000, 10)).astype(dtype)
+        numba_backend.softmax_ce(z, y, None, np.empty_like(z), n_threads=2)
+        numba_backend.softmax(z, np.empty_like(z), n_threads=2)
+        numba_backend.log_softmax(z, np.empty_like(z), n_threads=2)
+    z = rng.standard_normal((10_000, 20)).astype(np.float32)  # the same size, another shape
+    numba_backend.softmax_ce(z, y[:10_000], None, np.empty_like(z), n_threads=2)
+    kinds = {(name, kind) for name, _, work, kind in gov._fastest}
+    assert len(kinds) == 7, sorted(kinds)
 
 
 def test_a_call_in_time_ends_the_doubling_of_the_back_off(monkeypatch):
