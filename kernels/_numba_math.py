@@ -747,6 +747,42 @@ def _row_exp(z, e):
 
 
 @njit(**JIT)
+def _exp_block(logits, r0, nr, shifted, ez, mx, sums):
+    """exp(z - max) of rows [r0, r0 + nr) as one flat block.
+
+    OUT ``shifted`` and ``ez`` (nr * c values of the logits' dtype): z - max, then its exp;
+    ``mx`` and ``sums`` (nr, float64): each row's max and sum of exp. The rows are shifted
+    one by one, then exp runs in one long vectorised loop over the block (per-row loops of
+    c ~ 10 leave most of the work to scalar remainders: row by row, softmax took 2.4x
+    Cython's time at 1,000,000 x 10). exp reads ``shifted`` and writes ``ez``: in place, the
+    vectoriser's overlap check fails and the loop runs scalar. The max skips NaN (the
+    comparison is false); a row of -inf (or NaN) takes its first value, so that -inf - -inf
+    makes its sum NaN as it must.
+    """
+    _wide_vectors()
+    c = logits.shape[1]
+    for r in range(nr):
+        z = logits[r0 + r]
+        m = _row_max(z)
+        if c > 0 and m == -np.inf:
+            m = np.float64(z[0])
+        mx[r] = m
+        for k in range(c):
+            shifted[r * c + k] = np.float64(z[k]) - m  # exact, then rounded once
+    if ez.itemsize == 4:  # float32: exp in float32, 16 lanes (as the Cython kernel)
+        _exp_row_f32(shifted[:nr * c], 0.0, ez[:nr * c])
+    else:
+        for q in range(nr * c):
+            ez[q] = _exp(shifted[q])
+    # a separate, load-only loop (see _row_exp)
+    for r in range(nr):
+        s = 0.0
+        for k in range(c):
+            s += np.float64(ez[r * c + k])
+        sums[r] = s
+
+
+@njit(**JIT)
 def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
     """Rows [q0, q1) of a chunk starting at data row r0: G = w_i / sum(w) (p - onehot).
 
@@ -755,19 +791,27 @@ def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
     _wide_vectors()
     c = Z.shape[1]
     e = np.empty(c, dtype=Z.dtype)  # float32 logits: exp in float32 (see _row_exp)
-    acc = 0.0
+    # per row: sum of exp, z_y - max, log of the sum (the logs in a loop of their own, see
+    # _log_each; z_y - max is kept before G, which may be Z itself, is written)
+    stats = np.empty((3, max(q1 - q0, 0)), dtype=np.float64)
     for r in range(q0, q1):
         i = r0 + r
         yi = y[i]
         mx, s = _row_exp(Z[r], e)
+        stats[0, r - q0] = s
+        stats[1, r - q0] = _shifted_minus(np.float64(Z[r, yi]), mx, 0.0)
         wi = sample_weight[i] if has_weight else 1.0
-        acc += wi * _ce_term(_log(s), Z[r, yi], mx)
         scale = wi * inv_wsum
         inv_s = 1.0 / s
         gr = G[r]
         for k in range(c):
             gr[k] = (e[k] * inv_s) * scale
         gr[yi] = (e[yi] * inv_s - 1.0) * scale
+    _log_each(stats[0], stats[2])
+    acc = 0.0
+    for r in range(q0, q1):
+        wi = sample_weight[r0 + r] if has_weight else 1.0
+        acc += wi * _ce_term(stats[2, r - q0], stats[1, r - q0], 0.0)
     return acc
 
 

@@ -200,8 +200,13 @@ class TestReference:
 # --------------------------------------------------------------------------------------
 # every fast implementation against the oracle on random inputs
 # --------------------------------------------------------------------------------------
-def test_softmax_matches_reference(fast_dense_backend, dtype):
-    z, _ = make_logits(64, 13, dtype)
+# 13 and 300 classes: the Numba kernel's flat blocks and its long rows (SOFTMAX_ROWWISE_CLASSES)
+ROW_CLASSES = [13, 300]
+
+
+@pytest.mark.parametrize("n_classes", ROW_CLASSES)
+def test_softmax_matches_reference(fast_dense_backend, dtype, n_classes):
+    z, _ = make_logits(64, n_classes, dtype)
     out = np.empty_like(z)
     fast_dense_backend.softmax(z, out, 1)
     assert out.dtype == dtype
@@ -234,8 +239,9 @@ def test_tiny_probabilities_are_zero_never_subnormal(fast_dense_backend, dtype):
         assert not np.any((values != 0) & (np.abs(values) < tiny))
 
 
-def test_log_softmax_matches_reference(fast_dense_backend, dtype):
-    z, _ = make_logits(64, 13, dtype)
+@pytest.mark.parametrize("n_classes", ROW_CLASSES)
+def test_log_softmax_matches_reference(fast_dense_backend, dtype, n_classes):
+    z, _ = make_logits(64, n_classes, dtype)
     out = np.empty_like(z)
     fast_dense_backend.log_softmax(z, out, 1)
     assert_close(out, ref.stable_log_softmax(z.astype(np.float64)), TOL[dtype]["softmax"])

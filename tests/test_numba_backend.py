@@ -174,19 +174,23 @@ def test_exp_log_accuracy(numba_kernels):
     exactly 0 below the contract's flush point (never subnormal)."""
     from numba import njit
 
-    nb = numba_kernels
+    from softmax_fast.kernels import _numba_math as nm
 
     @njit
     def apply(a, out_exp, out_log):
         for i in range(a.shape[0]):
-            out_exp[i] = nb._exp(a[i])
-            out_log[i] = nb._log(1.0 - a[i])
+            out_exp[i] = nm._exp(a[i])
+            out_log[i] = nm._log(1.0 - a[i])
 
     rng = np.random.default_rng(2)
     a = np.concatenate([-rng.random(200_000) * 760, -rng.random(1000) * 1e-8,
                         [0.0, -0.0, -745.1, -745.2, -708.5, -1e4, -np.inf, np.nan]])
     e, lg = np.empty_like(a), np.empty_like(a)
     apply(a, e, lg)
+    # the kernels' vectorised loop of logs (_log_each) gives the same bits as the scalar one
+    lg_each = np.empty_like(a)
+    njit(lambda s, out: nm._log_each(s, out))(1.0 - a, lg_each)
+    np.testing.assert_array_equal(lg_each, lg)
     ref_e = np.exp(a)
     kept = a >= EXP_FLUSH["float64"]
     assert np.all(np.abs(e[kept] - ref_e[kept]) <= np.spacing(ref_e[kept]))
@@ -401,3 +405,12 @@ def test_small_calls_run_the_serial_twin_for_any_thread_count(monkeypatch, n):
     assert loss2 == pytest.approx(results[0][0], rel=1e-12)
     np.testing.assert_allclose(g2, np.frombuffer(results[0][1], np.float32).reshape(c, d),
                                rtol=1e-5, atol=1e-7)
+
+
+def test_the_row_softmax_tests_cover_both_numba_paths():
+    """tests/test_kernels.py's ROW_CLASSES take the flat blocks and the long rows."""
+    from test_kernels import ROW_CLASSES
+
+    from softmax_fast.kernels._numba_config import SOFTMAX_ROWWISE_CLASSES
+
+    assert min(ROW_CLASSES) < SOFTMAX_ROWWISE_CLASSES <= max(ROW_CLASSES)
