@@ -15,10 +15,16 @@ On float32 Fashion-MNIST (60,000 x 784 scaled to [0, 1], 10 classes), for each b
   (``classes=`` given, state created) is a third row.
 
 Target: <= 3 ms each. The difference is in ``extra_info["overhead_ms"]`` (and printed); in
-report.py the bare epoch is the baseline of each group. The overhead is a difference of two
-medians of ~20 ms on this size, so read it from a quiet machine.
+report.py the bare epoch is the baseline of each group. The overhead is measured in pairs:
+before every timed round of ``fit``/``partial_fit`` the bare epoch runs once (in
+pytest-benchmark's ``setup``, outside its timing, on our clock), and the overhead is the
+median of the rounds' differences. A difference of the two rows' medians, timed a minute
+apart, followed this virtual machine's drift (one run gave Numba's fit -37 ms of overhead:
+its bare epochs had run in a slow phase); ``overhead_of_medians_ms`` keeps it for reference.
 """
 
+import statistics
+import time
 import warnings
 
 import numpy as np
@@ -61,9 +67,34 @@ def _overhead(benchmark, key, which, median):
     times = STASH.setdefault(("overhead",) + key, {})
     times[which] = median
     if "bare" in times and "api" in times:
-        overhead_ms = 1e3 * (times["api"] - times["bare"])
-        record(benchmark, overhead_ms=overhead_ms, target_ms=TARGET_MS,
-               meets_target=bool(overhead_ms <= TARGET_MS))
+        record(benchmark, overhead_of_medians_ms=1e3 * (times["api"] - times["bare"]),
+               show=False)
+
+
+def _paired(benchmark, target, bare, count):
+    """Time ``target`` (pytest-benchmark's rounds) with ``bare()`` run just before each round,
+    outside that timing; record the median of the rounds' differences as the overhead.
+    Returns (last result, median seconds of ``target``)."""
+    bare_seconds, api_seconds = [], []
+
+    def setup():
+        tic = time.perf_counter()
+        bare()
+        bare_seconds.append(time.perf_counter() - tic)
+        return (), {}
+
+    def call():
+        tic = time.perf_counter()
+        out = target()
+        api_seconds.append(time.perf_counter() - tic)
+        return out
+
+    result, median = timed(benchmark, call, setup=setup, count=count)
+    diffs = [a - b for a, b in zip(api_seconds, bare_seconds, strict=True)]
+    overhead_ms = 1e3 * statistics.median(diffs)
+    record(benchmark, overhead_ms=overhead_ms, target_ms=TARGET_MS,
+           meets_target=bool(overhead_ms <= TARGET_MS), pairs=len(diffs))
+    return result, median
 
 
 @pytest.mark.parametrize("backend", our_backends())
@@ -87,7 +118,9 @@ def test_fit_one_epoch(benchmark, fashion32, backend):
             warnings.simplefilter("ignore")  # "still falling after max_iter": on purpose
             return _estimator(backend, max_iter=1).fit(X, y)
 
-    model, median = timed(benchmark, fit, count=15)
+    args = _bare_epoch_args(X, y, resolve_n_threads(None))
+    epoch = get_backend(backend).sgd_epoch
+    model, median = _paired(benchmark, fit, lambda: epoch(*args), count=15)
     assert model.n_iter_ == 1
     _overhead(benchmark, ("fit", backend), "api", median)
 
@@ -111,7 +144,10 @@ def test_partial_fit_chunk(benchmark, fashion32, backend):
     model = _estimator(backend).partial_fit(Xc, yc, classes=classes)  # started: steady state
     benchmark.group = f"overhead: partial_fit {CHUNK}-row chunk float32 {backend}"
     benchmark.extra_info.update(impl="partial_fit (started model)")
-    _, median = timed(benchmark, model.partial_fit, args=(Xc, yc), count=200)
+    args = _bare_epoch_args(Xc, yc, resolve_n_threads(None))
+    epoch = get_backend(backend).sgd_epoch
+    _, median = _paired(benchmark, lambda: model.partial_fit(Xc, yc), lambda: epoch(*args),
+                        count=200)
     _overhead(benchmark, ("partial_fit", backend), "api", median)
 
 
