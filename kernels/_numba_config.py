@@ -81,6 +81,9 @@ FORWARD_TILE_ROWS = 4 if VECTOR_REGISTERS >= 32 else 2
 ROW_TILE = 16
 #: classes of one forward tile and of one backward tile
 CLASS_TILE = 128
+#: least classes per thread for ``linear_softmax_ce`` to split its classes among the threads
+#: (``numba_backend._class_groups``; with fewer, the row and feature tiles share the work)
+CLASS_GROUP_MIN = 4
 #: target width (features) of one feature block; blocks are multiples of 16 elements. Wide
 #: blocks amortise the horizontal sums of the forward tile; 784 features give 2 blocks.
 FEATURE_BLOCK = 384
@@ -100,6 +103,11 @@ SOFTMAX_BLOCK_ELEMS = 1 << 14
 #: 32,000; below, the flat block (``_exp_block``) ran 1,000,000 x 10 2.1x (softmax) and 2.9x
 #: (log_softmax) faster (one thread, AMD EPYC). Both give the same bits.
 SOFTMAX_ROWWISE_CLASSES = 256
+#: the softmax-CE rows of ``linear_softmax_ce`` and of the BLAS path (``_softmax_ce_rows``,
+#: float64 logits there) take the flat block below this many classes: 256 x 784 x 10 and
+#: 60000 x 784 x 10 ran 2-9 % faster; from 100 classes on it gained nothing (2000 x 64 x c,
+#: one process, interleaved, AMD EPYC)
+CE_FLAT_CLASSES = 64
 #: below this much work per thread (elements of softmax / softmax-CE, multiply-adds of an
 #: SGD minibatch), a call uses fewer threads (same code, same result)
 MIN_WORK_PER_THREAD = 1 << 16

@@ -263,24 +263,29 @@ def test_feature_blocks_tile_the_features_on_cache_lines(d, threads):
 
 
 @pytest.mark.parametrize("x_dtype,w_dtype", [(np.uint8, np.float32), (np.float64, np.float64)])
-def test_gradient_blocks_change_no_bits(x_dtype, w_dtype):
-    """linear_softmax_ce's dW is split into feature blocks by the planned thread count (1-8
-    blocks here, d = 530 not a multiple of 16): loss and both gradients are the same bits
-    for every split."""
+@pytest.mark.parametrize("n,c", [(300, 13), (1100, 9)])
+def test_gradient_blocks_and_class_groups_change_no_bits(x_dtype, w_dtype, n, c):
+    """linear_softmax_ce splits its work by the planned thread count: classes among the
+    threads (``_class_groups``) or dW into feature blocks (1-8 here, d = 530 not a multiple
+    of 16). Loss and both gradients are the same bits for every split, on one chunk of rows
+    and on several (1,100 rows: two chunks in uint8, five in float64)."""
     from softmax_fast.kernels import numba_backend as nb
 
     rng = np.random.default_rng(3)
-    X = rng.integers(0, 256, (300, 530)).astype(x_dtype)
-    coef = (rng.standard_normal((13, 530)) * 0.01).astype(w_dtype)
-    b = rng.standard_normal(13).astype(w_dtype)
-    y = rng.integers(0, 13, 300).astype(np.intp)
-    w = rng.random(300)
+    X = rng.integers(0, 256, (n, 530)).astype(x_dtype)
+    coef = (rng.standard_normal((c, 530)) * 0.01).astype(w_dtype)
+    b = rng.standard_normal(c).astype(w_dtype)
+    y = rng.integers(0, c, n).astype(np.intp)
+    w = rng.random(n)
     results = set()
+    modes = set()
     for threads in (1, 2, 3, 4):
         g, gb = np.empty_like(coef), np.empty_like(b)
         loss = nb._linear_kernel(X, 1 / 255, coef, b, y, w, True, 1e-3, g, gb, threads)
         results.add((loss, g.tobytes(), gb.tobytes()))
+        modes.add(nb._class_groups(c, threads) > 0)
     assert len(results) == 1
+    assert modes == {True, False}
 
 
 @pytest.mark.parametrize("n", range(0, 24))
