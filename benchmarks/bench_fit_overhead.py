@@ -24,12 +24,11 @@ its bare epochs had run in a slow phase); ``overhead_of_medians_ms`` keeps it fo
 """
 
 import statistics
-import time
 import warnings
 
 import numpy as np
 import pytest
-from harness import STASH, fashion_mnist, our_backends, record, timed
+from harness import STASH, fashion_mnist, our_backends, paired, record, timed
 
 from softmax_fast import SoftmaxRegression
 from softmax_fast._training.sampling import epoch_order
@@ -75,21 +74,7 @@ def _paired(benchmark, target, bare, count):
     """Time ``target`` (pytest-benchmark's rounds) with ``bare()`` run just before each round,
     outside that timing; record the median of the rounds' differences as the overhead.
     Returns (last result, median seconds of ``target``)."""
-    bare_seconds, api_seconds = [], []
-
-    def setup():
-        tic = time.perf_counter()
-        bare()
-        bare_seconds.append(time.perf_counter() - tic)
-        return (), {}
-
-    def call():
-        tic = time.perf_counter()
-        out = target()
-        api_seconds.append(time.perf_counter() - tic)
-        return out
-
-    result, median = timed(benchmark, call, setup=setup, count=count)
+    result, median, api_seconds, bare_seconds = paired(benchmark, target, bare, count=count)
     diffs = [a - b for a, b in zip(api_seconds, bare_seconds, strict=True)]
     overhead_ms = 1e3 * statistics.median(diffs)
     record(benchmark, overhead_ms=overhead_ms, target_ms=TARGET_MS,

@@ -8,7 +8,15 @@
 report.py adds the speed-ups over NumPy, the GB/s and the % of the copy of the same bytes
 (``% copy``, often cache-resident) and of the 256 MiB copy of ``machine: copy bandwidth``
 (``% mem``, imported from harness.py). Backends use the benchmarks' thread count (all CPUs).
+
+The groups ``numba vs cython, interleaved: ...`` time the Numba call of each shape with the
+Cython call run just before every round (harness.paired): the two see the machine in the
+same state, which the rows of the groups above (one implementation's rounds, then the next
+one's) do not on a virtual machine whose speed drifts. ``extra_info["numba_over_cython"]``
+is the median of the rounds' ratios, the figure "Numba within 1.5x of Cython" is judged by.
 """
+
+import statistics
 
 import numpy as np
 import pytest
@@ -17,6 +25,8 @@ from harness import (
     bench_threads,
     linear_flops,
     our_backends,
+    paired,
+    record,
     size,
     test_copy_bandwidth,  # noqa: F401  (collected here: this run's memory bandwidth)
 )
@@ -103,3 +113,47 @@ def test_linear_softmax_ce(benchmark, linear_data, xdtype, impl):
         kernel(*args)  # warm-up
         loss = benchmark(kernel, *args)
     assert np.isfinite(loss)
+
+
+# ------------------------------------------------------------------ Numba against Cython
+BOTH = {"numba", "cython"} <= set(COMPILED)
+PAIRED_ROUNDS = 200
+
+
+def _numba_against_cython(benchmark, kernel_args, group):
+    """Numba's call of ``kernel_args`` (name, args) timed with Cython's before each round."""
+    name, args = kernel_args
+    numba_kernel = getattr(get_backend("numba"), name)
+    cython_kernel = getattr(get_backend("cython"), name)
+    numba_kernel(*args), cython_kernel(*args)  # warm-up
+    benchmark.group = f"numba vs cython, interleaved: {group}"
+    benchmark.extra_info.update(impl="numba (cython before each round)", ours=True,
+                                n_threads=N_THREADS)
+    _, _, numba_seconds, cython_seconds = paired(
+        benchmark, lambda: numba_kernel(*args), lambda: cython_kernel(*args),
+        count=PAIRED_ROUNDS)
+    ratios = [a / b for a, b in zip(numba_seconds, cython_seconds, strict=True)]
+    record(benchmark, numba_us=1e6 * statistics.median(numba_seconds),
+           cython_us=1e6 * statistics.median(cython_seconds),
+           numba_over_cython=statistics.median(ratios), pairs=len(ratios))
+
+
+@pytest.mark.skipif(not BOTH, reason="needs the numba and the cython backend")
+def test_softmax_ce_numba_against_cython(benchmark, ce_data):
+    logits, y, spread = ce_data
+    n, c = logits.shape
+    out = np.empty_like(logits)
+    _numba_against_cython(benchmark, ("softmax_ce", (logits, y, None, out, N_THREADS)),
+                          f"softmax_ce {n}x{c} float32{spread}")
+
+
+@pytest.mark.skipif(not BOTH, reason="needs the numba and the cython backend")
+@pytest.mark.parametrize("xdtype", ["float32", "uint8"])
+def test_linear_softmax_ce_numba_against_cython(benchmark, linear_data, xdtype):
+    X8, W, b, y = linear_data
+    X, x_scale = (X8, 1 / 255) if xdtype == "uint8" else (
+        (X8 / np.float32(255)).astype(np.float32), 1.0)
+    gW, gb = np.empty_like(W), np.empty_like(b)
+    args = (X, x_scale, W, b, y, None, 1e-4, gW, gb, N_THREADS)
+    _numba_against_cython(benchmark, ("linear_softmax_ce", args),
+                          f"linear_softmax_ce batch {X.shape[0]} X {xdtype}")

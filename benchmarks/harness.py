@@ -97,6 +97,33 @@ def timed(benchmark, target, *, args=(), kwargs=None, setup=None, count=5, warmu
     return result, statistics.median(times)
 
 
+def paired(benchmark, target, partner, *, count):
+    """Time ``target`` in pytest-benchmark's rounds with ``partner()`` run just before each
+    round (in its ``setup``, outside that timing, on our clock).
+
+    The two alternate call by call, so they see the machine in the same state: on a virtual
+    machine whose speed drifts by 2x within minutes, two rows timed one after the other
+    compare two machines. Returns (last result of ``target``, its median seconds, the
+    seconds of ``target`` and of ``partner``, round by round).
+    """
+    partner_seconds, target_seconds = [], []
+
+    def setup():
+        tic = time.perf_counter()
+        partner()
+        partner_seconds.append(time.perf_counter() - tic)
+        return (), {}
+
+    def call():
+        tic = time.perf_counter()
+        out = target()
+        target_seconds.append(time.perf_counter() - tic)
+        return out
+
+    result, median = timed(benchmark, call, setup=setup, count=count)
+    return result, median, target_seconds, partner_seconds
+
+
 def record(benchmark, *, show=True, **info):
     """Add ``info`` to the benchmark's ``extra_info`` (``--benchmark-json``) and print it."""
     benchmark.extra_info.update(info)

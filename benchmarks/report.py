@@ -23,6 +23,10 @@ each other and to the machine:
     the same bytes) as a share; and the share of the memory copy bandwidth of the run (the
     ``role == "copy-bandwidth"`` row).
 
+``numba / cython``
+    For the interleaved groups of bench_kernels.py (``extra_info["numba_over_cython"]``): the
+    median of the rounds' ratios, with each side's median.
+
 A row's time is its median, unless ``extra_info["seconds"]`` says which seconds count (for
 example the training time inside a fit that also evaluates). Nothing else is recomputed.
 
@@ -102,6 +106,10 @@ def group_rows(rows, sgemm, bandwidth):
     versus = [f"  {impl(ours)} over {impl(peer)}: speed-up "
               f"{times[id(peer)] / times[id(ours)]:.2f}x"
               for ours in rows if _info(ours).get("ours") for peer in peers]
+    versus += [f"  numba / cython, median of {_info(b)['pairs']} interleaved pairs: "
+               f"{_info(b)['numba_over_cython']:.2f}x (numba {_info(b)['numba_us']:.1f} us, "
+               f"cython {_info(b)['cython_us']:.1f} us)"
+               for b in rows if "numba_over_cython" in _info(b)]
     return table, versus
 
 
