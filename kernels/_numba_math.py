@@ -783,6 +783,15 @@ def _exp_block(logits, r0, nr, shifted, ez, mx, sums):
         sums[r] = s
 
 
+@njit(**JIT_INLINE)
+def _grad_row(g, e, inv_s, scale, yi):
+    """One row of dL/dz: g_k = scale (e_k inv_s - [k == yi]), with p_k = e_k inv_s and
+    scale = w_i / sum(w)."""
+    for k in range(g.shape[0]):
+        g[k] = (e[k] * inv_s) * scale
+    g[yi] = (e[yi] * inv_s - 1.0) * scale
+
+
 @njit(**JIT)
 def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
     """Rows [q0, q1) of a chunk starting at data row r0: G = w_i / sum(w) (p - onehot).
@@ -808,12 +817,8 @@ def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
             stats[1, r - q0] = _shifted_minus(np.float64(Z[r, yi]), stats[3, r - q0], 0.0)
             wi = sample_weight[i] if has_weight else 1.0
             scale = wi * inv_wsum
-            inv_s = 1.0 / stats[0, r - q0]
-            e = ez[(r - q0) * c:(r - q0 + 1) * c]
-            gr = G[r]
-            for k in range(c):
-                gr[k] = (e[k] * inv_s) * scale
-            gr[yi] = (e[yi] * inv_s - 1.0) * scale
+            _grad_row(G[r], ez[(r - q0) * c:(r - q0 + 1) * c], 1.0 / stats[0, r - q0], scale,
+                      yi)
     else:
         e = np.empty(c, dtype=Z.dtype)  # float32 logits: exp in float32 (see _row_exp)
         for r in range(q0, q1):
@@ -824,11 +829,7 @@ def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
             stats[1, r - q0] = _shifted_minus(np.float64(Z[r, yi]), mx, 0.0)
             wi = sample_weight[i] if has_weight else 1.0
             scale = wi * inv_wsum
-            inv_s = 1.0 / s
-            gr = G[r]
-            for k in range(c):
-                gr[k] = (e[k] * inv_s) * scale
-            gr[yi] = (e[yi] * inv_s - 1.0) * scale
+            _grad_row(G[r], e, 1.0 / s, scale, yi)
     _log_each(stats[0], stats[2])
     acc = 0.0
     for r in range(q0, q1):

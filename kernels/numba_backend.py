@@ -89,6 +89,7 @@ from ._numba_math import (
     _exp_block,
     _feature_blocks,
     _forward_tile,
+    _grad_row,
     _gradient_blocks,
     _log_each,
     _row_exp,
@@ -275,11 +276,7 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
             stats[3, r] = _shifted_minus(np.float64(logits[r0 + r, yi]), stats[0, r], 0.0)
             wi = sample_weight[r0 + r] if has_weight else 1.0
             scale = wi * inv_wsum
-            inv_s = 1.0 / stats[1, r]
-            o = out[r0 + r]
-            for k in range(c):
-                o[k] = (ez[r * c + k] * inv_s) * scale
-            o[yi] = (ez[r * c + yi] * inv_s - 1.0) * scale
+            _grad_row(out[r0 + r], ez[r * c:(r + 1) * c], 1.0 / stats[1, r], scale, yi)
         # 5. l_i = log s_i - (z_y - m): vectorised log over the block, fixed-order sum
         _log_each(stats[1], stats[2])
         acc = 0.0
