@@ -9,7 +9,7 @@ chunk, never copied), so the extra memory is the kernel's chunk plus a few c x d
 
 A history of 50 correction pairs (``maxcor``; SciPy's default is 10) is what lets the method
 reach the optimum in about half the iterations on softmax problems (scikit-learn-intelex
-uses the same); it costs 100 vectors of c x d float64 — 80 MB at c = 1,000, d = 1,000.
+uses the same); it costs 100 vectors of c x d float64 — 800 MB at c = 1,000, d = 1,000.
 
 Near the optimum a float32 loss stops resolving the decrease of a step; the optimizer is then
 given a value that does (:class:`_ResolvedObjective`), so its line searches do not stall.
