@@ -797,44 +797,61 @@ def _softmax_ce_rows(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
     """Rows [q0, q1) of a chunk starting at data row r0: G = w_i / sum(w) (p - onehot).
 
     Returns sum_i w_i l_i over the rows, in row order. Rows of fewer than CE_FLAT_CLASSES
-    classes take exp as one flat block (``_exp_block``): row by row, an exp loop of 10
-    classes left most of its work to scalar remainders (the softmax phase of
+    classes take exp as one flat block (:func:`_softmax_ce_flat`): row by row, an exp loop of
+    10 classes left most of its work to scalar remainders (the softmax phase of
     ``linear_softmax_ce`` at 256 x 784 x 10 cost 25 cycles a logit). Both give the same bits.
     """
     _wide_vectors()
     c = Z.shape[1]
-    nr = max(q1 - q0, 0)
-    # per row: sum of exp, z_y - max, log of the sum (the logs in a loop of their own, see
-    # _log_each; z_y - max is kept before G, which may be Z itself, is written)
-    stats = np.empty((4, nr), dtype=np.float64)
     if c < CE_FLAT_CLASSES:
-        work = np.empty((2, nr * c), dtype=Z.dtype)  # z - max, then exp (float32: in float32)
-        ez = work[1]
-        _exp_block(Z, q0, nr, work[0], ez, stats[3], stats[0])
-        for r in range(q0, q1):
-            i = r0 + r
-            yi = y[i]
-            stats[1, r - q0] = _shifted_minus(np.float64(Z[r, yi]), stats[3, r - q0], 0.0)
-            wi = sample_weight[i] if has_weight else 1.0
-            scale = wi * inv_wsum
-            _grad_row(G[r], ez[(r - q0) * c:(r - q0 + 1) * c], 1.0 / stats[0, r - q0], scale,
-                      yi)
-    else:
-        e = np.empty(c, dtype=Z.dtype)  # float32 logits: exp in float32 (see _row_exp)
-        for r in range(q0, q1):
-            i = r0 + r
-            yi = y[i]
-            mx, s = _row_exp(Z[r], e)
-            stats[0, r - q0] = s
-            stats[1, r - q0] = _shifted_minus(np.float64(Z[r, yi]), mx, 0.0)
-            wi = sample_weight[i] if has_weight else 1.0
-            scale = wi * inv_wsum
-            _grad_row(G[r], e, 1.0 / s, scale, yi)
-    _log_each(stats[0], stats[2])
-    acc = 0.0
+        return _softmax_ce_flat(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum)
+    nr = max(q1 - q0, 0)
+    stats = np.empty((3, nr), dtype=np.float64)  # sum of exp, its log, z_y - max
+    e = np.empty(c, dtype=Z.dtype)  # float32 logits: exp in float32 (see _row_exp)
     for r in range(q0, q1):
-        wi = sample_weight[r0 + r] if has_weight else 1.0
-        acc += wi * _ce_term(stats[2, r - q0], stats[1, r - q0], 0.0)
+        i = r0 + r
+        yi = y[i]
+        mx, s = _row_exp(Z[r], e)
+        stats[0, r - q0] = s
+        # z_y - max before G (which may be Z itself) is written
+        stats[2, r - q0] = _shifted_minus(np.float64(Z[r, yi]), mx, 0.0)
+        wi = sample_weight[i] if has_weight else 1.0
+        _grad_row(G[r], e, 1.0 / s, wi * inv_wsum, yi)
+    return _weighted_ce_sum(stats, r0 + q0, nr, sample_weight, has_weight)
+
+
+@njit(**JIT)
+def _softmax_ce_flat(Z, G, q0, q1, r0, y, sample_weight, has_weight, inv_wsum):
+    """:func:`_softmax_ce_rows` with exp(z - max) of all the rows as one flat block
+    (``_exp_block``); the row-wise softmax-CE kernel runs its blocks of rows through it."""
+    _wide_vectors()
+    c = Z.shape[1]
+    nr = max(q1 - q0, 0)
+    stats = np.empty((4, nr), dtype=np.float64)  # sum of exp, its log, z_y - max, max
+    work = np.empty((2, nr * c), dtype=Z.dtype)  # z - max, then exp (float32: in float32)
+    ez = work[1]
+    _exp_block(Z, q0, nr, work[0], ez, stats[3], stats[0])
+    for r in range(q0, q1):
+        i = r0 + r
+        yi = y[i]
+        # z_y - max before G (which may be Z itself) is written
+        stats[2, r - q0] = _shifted_minus(np.float64(Z[r, yi]), stats[3, r - q0], 0.0)
+        wi = sample_weight[i] if has_weight else 1.0
+        _grad_row(G[r], ez[(r - q0) * c:(r - q0 + 1) * c], 1.0 / stats[0, r - q0],
+                  wi * inv_wsum, yi)
+    return _weighted_ce_sum(stats, r0 + q0, nr, sample_weight, has_weight)
+
+
+@njit(**JIT_INLINE)
+def _weighted_ce_sum(stats, first, nr, sample_weight, has_weight):
+    """sum_r w_r l_r in row order, l_r = log s_r - (z_y - max)_r; ``stats`` rows: the sums of
+    exp (read), their logs (written here: a vectorised loop of their own, see _log_each),
+    z_y - max. ``first`` is the data index of row 0 (its sample weight)."""
+    _log_each(stats[0], stats[1])
+    acc = 0.0
+    for r in range(nr):
+        wi = sample_weight[first + r] if has_weight else 1.0
+        acc += wi * _ce_term(stats[1, r], stats[2, r], 0.0)
     return acc
 
 

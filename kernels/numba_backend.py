@@ -89,12 +89,12 @@ from ._numba_math import (
     _exp_block,
     _feature_blocks,
     _forward_tile,
-    _grad_row,
     _gradient_blocks,
     _log_each,
     _row_exp,
     _row_max,
     _shifted_minus,
+    _softmax_ce_flat,
     _softmax_ce_rows,
     _split_features,
     _wide_vectors,
@@ -262,28 +262,10 @@ def _softmax_ce_kernel(logits, y, sample_weight, has_weight, out):
     partial = np.zeros(nblk, dtype=np.float64)
     for b in prange(nblk):
         r0 = b * rb
-        r1 = min(n, r0 + rb)
-        nr = r1 - r0
-        # 1.-3. e_ik = exp(z_ik - m_i) as one flat block, m_i and s_i = sum_k e_ik
-        work = np.empty((2, nr * c), dtype=logits.dtype)  # z - max, exp (float32: in float32)
-        ez = work[1]
-        stats = np.empty((4, nr), dtype=np.float64)  # max, sum, log of the sum, z_y - max
-        _exp_block(logits, r0, nr, work[0], ez, stats[0], stats[1])
-        # 4. dL/dz_ik = w_i / sum(w) (p_ik - [k == y_i]), p_ik = e_ik / s_i
-        for r in range(nr):
-            yi = y[r0 + r]
-            # z_y - m before ``out`` (which may alias ``logits``) is written
-            stats[3, r] = _shifted_minus(np.float64(logits[r0 + r, yi]), stats[0, r], 0.0)
-            wi = sample_weight[r0 + r] if has_weight else 1.0
-            scale = wi * inv_wsum
-            _grad_row(out[r0 + r], ez[r * c:(r + 1) * c], 1.0 / stats[1, r], scale, yi)
-        # 5. l_i = log s_i - (z_y - m): vectorised log over the block, fixed-order sum
-        _log_each(stats[1], stats[2])
-        acc = 0.0
-        for r in range(nr):
-            wi = sample_weight[r0 + r] if has_weight else 1.0
-            acc += wi * _ce_term(stats[2, r], stats[3, r], 0.0)
-        partial[b] = acc
+        # e = exp(z - m) as one flat block per block of rows; G = w / sum(w) (e / s - onehot);
+        # l = log s - (z_y - m), summed in row order (see _softmax_ce_flat)
+        partial[b] = _softmax_ce_flat(logits, out, r0, min(n, r0 + rb), 0, y, sample_weight,
+                                      has_weight, inv_wsum)
     total = 0.0
     for b in range(nblk):
         total += partial[b]
