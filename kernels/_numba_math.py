@@ -293,9 +293,47 @@ def _shifted_minus(a, m, b):
 
 
 @njit(**JIT_STRICT)
-def _ce_term(lse, zy, m):
-    """lse - (zy - m) in this order: the loss of one row."""
-    return lse - (zy - m)
+def _ce_sum(lse, zy, weights, first, n, has_weight):
+    """sum_r w_r (lse_r - zy_r) over r < n in an order the source fixes: row r into partial
+    sum r % 8, the eight combined pairwise, then the rows past the last multiple of 8
+    (``w_r = weights[first + r]``, or 1 without weights).
+
+    Strict flags, not a loop left to "reassoc": LLVM chose how to vectorise such a loop
+    anew in every module a helper was linked into, and Numba runs the copy compiled in the
+    calling kernel's module when that kernel comes from its cache, the helper's own module
+    when it was just compiled. The loss of ``linear_softmax_ce`` (2,000 x 64 x 30) and of
+    ``softmax_ce`` (65,536 x 10) then differed by an ulp between the process that compiled
+    the kernels and every process after it (``tests/test_numba_cache.py``). Eight chains of
+    adds keep the sum off the critical path of one add's latency.
+    """
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    m = n - n % 8
+    for r in range(0, m, 8):
+        if has_weight:
+            a0 += weights[first + r] * (lse[r] - zy[r])
+            a1 += weights[first + r + 1] * (lse[r + 1] - zy[r + 1])
+            a2 += weights[first + r + 2] * (lse[r + 2] - zy[r + 2])
+            a3 += weights[first + r + 3] * (lse[r + 3] - zy[r + 3])
+            a4 += weights[first + r + 4] * (lse[r + 4] - zy[r + 4])
+            a5 += weights[first + r + 5] * (lse[r + 5] - zy[r + 5])
+            a6 += weights[first + r + 6] * (lse[r + 6] - zy[r + 6])
+            a7 += weights[first + r + 7] * (lse[r + 7] - zy[r + 7])
+        else:
+            a0 += lse[r] - zy[r]
+            a1 += lse[r + 1] - zy[r + 1]
+            a2 += lse[r + 2] - zy[r + 2]
+            a3 += lse[r + 3] - zy[r + 3]
+            a4 += lse[r + 4] - zy[r + 4]
+            a5 += lse[r + 5] - zy[r + 5]
+            a6 += lse[r + 6] - zy[r + 6]
+            a7 += lse[r + 7] - zy[r + 7]
+    acc = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    for r in range(m, n):
+        if has_weight:
+            acc += weights[first + r] * (lse[r] - zy[r])
+        else:
+            acc += lse[r] - zy[r]
+    return acc
 
 
 # --------------------------------------------------------------------------------------
@@ -848,11 +886,7 @@ def _weighted_ce_sum(stats, first, nr, sample_weight, has_weight):
     exp (read), their logs (written here: a vectorised loop of their own, see _log_each),
     z_y - max. ``first`` is the data index of row 0 (its sample weight)."""
     _log_each(stats[0], stats[1])
-    acc = 0.0
-    for r in range(nr):
-        wi = sample_weight[first + r] if has_weight else 1.0
-        acc += wi * _ce_term(stats[1, r], stats[2, r], 0.0)
-    return acc
+    return _ce_sum(stats[1], stats[2], sample_weight, first, nr, has_weight)
 
 
 # --------------------------------------------------------------------------------------

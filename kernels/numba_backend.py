@@ -83,7 +83,7 @@ from ._numba_config import (
 )
 from ._numba_math import (
     _backward_tile,
-    _ce_term,
+    _ce_sum,
     _cycles,
     _exp,
     _exp_block,
@@ -737,10 +737,7 @@ def _batch_softmax_ce(P, G, gbias, work, row_work, nbat, x_scale, intercept, bat
     # 4. l_i = log s_i - (z_y - max): vectorised log (into the dead z - max), fixed-order sum
     lse = shifted[:nbat]
     _log_each(sums[:nbat], lse)
-    loss = 0.0
-    for r in range(nbat):
-        loss += batch_w[r] * _ce_term(lse[r], true_shifted[r], 0.0)
-    return loss, wb
+    return _ce_sum(lse, true_shifted, batch_w, 0, nbat, True), wb
 
 
 def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coef,
