@@ -298,13 +298,13 @@ def _ce_sum(lse, zy, weights, first, n, has_weight):
     sum r % 8, the eight combined pairwise, then the rows past the last multiple of 8
     (``w_r = weights[first + r]``, or 1 without weights).
 
-    Strict flags, not a loop left to "reassoc": LLVM chose how to vectorise such a loop
-    anew in every module a helper was linked into, and Numba runs the copy compiled in the
+    Strict flags, not a loop left to "reassoc": LLVM chose how to vectorise such a loop anew
+    in every module a helper was linked into, and Numba runs the copy compiled in the
     calling kernel's module when that kernel comes from its cache, the helper's own module
     when it was just compiled. The loss of ``linear_softmax_ce`` (2,000 x 64 x 30) and of
     ``softmax_ce`` (65,536 x 10) then differed by an ulp between the process that compiled
-    the kernels and every process after it (``tests/test_numba_cache.py``). Eight chains of
-    adds keep the sum off the critical path of one add's latency.
+    the kernels and every process after it (``test_first_call_cold_then_warm_cache``). Eight
+    chains of adds keep the sum off the critical path of one add's latency.
     """
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     m = n - n % 8

@@ -1,10 +1,12 @@
-"""Run the Numba kernels on fixed inputs and save every output; used by test_numba_cache.py.
+"""Fixed inputs for the Numba kernels and every output they give, for
+``test_numba_backend.py::test_first_call_cold_then_warm_cache``.
 
-``python numba_cache_probe.py OUT.npz`` (NUMBA_CACHE_DIR chosen by the caller). Run once on
-an empty cache directory, the process compiles every kernel; run again, it loads them from
-the cache. The inputs are the ones on which Numba's losses differed by an ulp between the
-two kinds of process before ``_numba_math._ce_sum`` (their data, not only their shapes,
-matter: a sum that differs in order gives the same bits on most inputs).
+That test calls :func:`outputs` in a process that compiles every kernel (an empty
+NUMBA_CACHE_DIR) and in one that loads them all from the cache, and compares the bits. The
+inputs are ones on which Numba's losses differed by an ulp between the two kinds of process
+before ``_numba_math._ce_sum``: their data, not only their shapes, matter (a sum taken in
+another order gives the same bits on most inputs). ``python numba_cache_probe.py OUT.npz``
+saves the outputs.
 """
 
 import sys

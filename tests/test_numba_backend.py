@@ -1,4 +1,5 @@
-"""Numba-specific checks: JIT latency of a fresh process, the on-disk cache, NUMBA_DISABLE_JIT.
+"""Numba-specific checks: JIT latency of a fresh process, the on-disk cache (and the same bits
+from a compiled and a cached kernel), NUMBA_DISABLE_JIT.
 
 The contract itself (numerics, threads, edge cases) is tested for every backend in
 tests/test_kernels.py. Here each check runs in a fresh interpreter (``subprocess``) because
@@ -19,6 +20,7 @@ from conftest import DENSE, SUBPROCESS_CWD, load_kernels
 from softmax_fast.kernels.contract import EXP_FLUSH
 
 NUMBA = next(info for info in DENSE if info.module == "softmax_fast.kernels.numba_backend")
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +34,7 @@ def numba_kernels():
 # plus the dispatchers' cache statistics.
 _FIRST_CALL = textwrap.dedent(
     """
-    import json, time
+    import json, os, sys, time
     t0 = time.perf_counter()
     import numpy as np
     from softmax_fast.kernels import numba_backend as nb
@@ -65,6 +67,11 @@ _FIRST_CALL = textwrap.dedent(
     stats = {name: [sum(sum(j.stats.cache_hits.values()) for j in group),
                     sum(sum(j.stats.cache_misses.values()) for j in group)]
              for name, group in groups.items()}
+    probe_out = os.environ.get("SOFTMAX_FAST_PROBE_OUT")
+    if probe_out:  # every output of the kernels on numba_cache_probe's inputs, for bits
+        sys.path.insert(0, os.environ["SOFTMAX_FAST_TESTS_DIR"])
+        import numba_cache_probe
+        np.savez(probe_out, **numba_cache_probe.outputs())
     print(json.dumps({"import": t_import, "first_calls": times, "stats": stats,
                       "finite": bool(np.isfinite(loss))}))
     """
@@ -89,19 +96,40 @@ def _report(capsys, label, res):
 
 @pytest.mark.slow
 def test_first_call_cold_then_warm_cache(tmp_path, capsys):
-    """A cold cache compiles (seconds); a second fresh process loads everything from disk."""
-    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    """A cold cache compiles (seconds); a second fresh process loads everything from disk,
+    and its kernels give the same bits as the ones the first process compiled.
+
+    They run different machine code: a freshly compiled kernel calls its helpers' own
+    compiled copies, a kernel loaded from the cache the copies inside its cached object,
+    which LLVM optimised again in the kernel's module. A sum LLVM may reassociate came out
+    vectorised in one and not in the other, and the loss an ulp apart (see
+    ``_numba_math._ce_sum``); README's "bitwise identical for any rerun" needs both kinds of
+    process to agree. Both processes also run ``numba_cache_probe.outputs()`` (inputs on
+    which the old sum differed) and every output is compared bit for bit.
+    """
+    cache_dir = tmp_path / "numba-cache"
+    env = {"NUMBA_CACHE_DIR": str(cache_dir), "SOFTMAX_FAST_TESTS_DIR": str(TESTS_DIR),
+           "SOFTMAX_FAST_PROBE_OUT": str(tmp_path / "compiled.npz")}
     cold = _run(_FIRST_CALL, env)
     _report(capsys, "cold cache", cold)
     assert cold["finite"]
-    index_files = [f for _, _, files in os.walk(tmp_path) for f in files if f.endswith(".nbi")]
+    index_files = sorted(f for _, _, files in os.walk(cache_dir) for f in files
+                         if f.endswith((".nbi", ".nbc")))
     assert index_files, "numba wrote no cache index"
     for name, (_hits, misses) in cold["stats"].items():
         assert misses >= 1, name  # compiled, not loaded
-    warm = _run(_FIRST_CALL, env)
+    warm = _run(_FIRST_CALL, dict(env, SOFTMAX_FAST_PROBE_OUT=str(tmp_path / "cached.npz")))
     _report(capsys, "warm cache", warm)
     for name, (hits, misses) in warm["stats"].items():
         assert hits >= 1 and misses == 0, (name, hits, misses)
+    # the probe's kernels too were loaded, not compiled again
+    assert sorted(f for _, _, files in os.walk(cache_dir) for f in files
+                  if f.endswith((".nbi", ".nbc"))) == index_files
+    compiled = np.load(tmp_path / "compiled.npz")
+    cached = np.load(tmp_path / "cached.npz")
+    assert compiled.files and sorted(compiled.files) == sorted(cached.files)
+    differ = [k for k in compiled.files if not np.array_equal(compiled[k], cached[k])]
+    assert not differ, f"compiled and cached kernels differ in {differ}"
     cold_total = sum(cold["first_calls"].values())
     warm_total = sum(warm["first_calls"].values())
     assert warm_total < cold_total / 3
