@@ -121,18 +121,23 @@ def _numba_paths():
 
     Skips when the internals moved (they are private: this sweep is for choosing constants).
     """
+    from softmax_fast.kernels._numba_config import read_only
+
     nb = get_backend("numba")
     names = ("_call", "_linear_kernel", "_linear_gemm", "_NO_WEIGHTS")
     if not all(hasattr(nb, name) for name in names):
         pytest.skip(f"numba_backend no longer has {names}: update the crossover sweep")
 
     def register(X, x_scale, coef, intercept, y, w, alpha, gc, gi, n_threads):
+        # inputs read-only, as the public entry point passes them (one compilation)
+        X, coef, intercept, y = read_only(X, coef, intercept, y)
         work = 2 * X.shape[0] * coef.size
         return float(nb._call(nb._linear_kernel, n_threads, work, X, float(x_scale), coef,
                               intercept, y, nb._NO_WEIGHTS, False, float(alpha), gc, gi,
                               n_threads))
 
     def blas(X, x_scale, coef, intercept, y, w, alpha, gc, gi, n_threads):
+        X, coef, intercept, y = read_only(X, coef, intercept, y)
         work = 2 * X.shape[0] * coef.size
         return nb._linear_gemm(X, float(x_scale), coef, intercept, y, nb._NO_WEIGHTS, False,
                                float(alpha), gc, gi, n_threads, work)

@@ -138,3 +138,23 @@ GEMM_SPLIT_BYTES = 1 << 22
 #: most models one thread of the multi-model epoch trains side by side (one gather of each
 #: minibatch serves them all); the grouping never changes a model's numbers
 MULTI_MODELS_PER_TASK = 8
+
+
+def read_only(*arrays):
+    """The kernels' input arrays as Numba should see them: read-only (views, never copies).
+
+    Numba types a read-only array apart from a writeable one, so a caller's read-only input
+    (``np.load(path, mmap_mode="r")``, ``flags.writeable = False``) used to compile every
+    kernel it reached a second time: ~50 s on the first such call, per kernel family, before
+    the cache has them. Every input reaches the kernels read-only instead, whatever the
+    caller's flags, so there is one compilation for both, and Numba refuses at compile time
+    any kernel that would write into an input. A view costs ~0.2 us; a read-only array (or
+    None) is passed through.
+    """
+    views = []
+    for array in arrays:
+        if array is not None and array.flags.writeable:
+            array = array.view()
+            array.flags.writeable = False
+        views.append(array)
+    return views

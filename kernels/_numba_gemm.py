@@ -234,12 +234,14 @@ def _gradient_phase(xs, x0, nr, Z, out, scale, beta):
 
 
 @njit(**JIT)
-def linear_gemm(X, xf, x_scale, coef, intercept, y, w, has_w, wsum, alpha, grad_coef,
+def linear_gemm(X, xf, xbuf, x_scale, coef, intercept, y, w, has_w, wsum, alpha, grad_coef,
                 grad_intercept, Z, block_loss):
     """Sum_i w_i l_i; gradients of the mean loss + (alpha/2)||coef||^2 into grad_*.
 
-    Float X (of coef's dtype) is read in place: the caller passes it as ``xf`` too. uint8 X
-    is converted chunk by chunk into ``xf`` (R x d floats).
+    The products read ``xf``. Float X (of coef's dtype) is read in place: the caller passes
+    it as ``xf`` and a 1 x 1 ``xbuf``. uint8 X is converted chunk by chunk into ``xbuf`` (R x
+    d floats), passed as ``xf`` too. (One argument for both would be X itself for float X,
+    read-only, and the conversion's writes into it would not compile.)
     """
     n, d = X.shape
     c = coef.shape[0]
@@ -251,7 +253,7 @@ def linear_gemm(X, xf, x_scale, coef, intercept, y, w, has_w, wsum, alpha, grad_
         nr = min(R, n - r0)
         x0 = r0 * d
         if X.itemsize == 1:
-            _to_float(X, None, r0, nr, xf)
+            _to_float(X, None, r0, nr, xbuf)
             x0 = 0
         _logits_phase(xs, x0, nr, coef, intercept, x_scale, Z)
         total += _softmax_phase(Z, nr, y[r0:r0 + nr], w[r0:r0 + nr] if has_w else w, has_w,

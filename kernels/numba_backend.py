@@ -80,6 +80,7 @@ from ._numba_config import (
     ROW_TILE,
     SOFTMAX_BLOCK_ELEMS,
     SOFTMAX_ROWWISE_CLASSES,
+    read_only,
 )
 from ._numba_math import (
     _backward_tile,
@@ -105,6 +106,7 @@ from ._paths import linear_shapes, prefers_gemm
 __all__ = ["softmax", "log_softmax", "softmax_ce", "linear_softmax_ce", "sgd_epoch"]
 
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
+_NO_WEIGHTS.flags.writeable = False  # an input like any other (read_only)
 _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
@@ -230,12 +232,14 @@ def _softmax_kernel(logits, out, log):
 def softmax(logits, out, n_threads=1):  # IN logits (n, c); OUT out (n, c), may alias logits
     """Row-wise softmax: out_ik = exp(z_ik - m_i) / sum_j exp(z_ij - m_i), m_i = max_j z_ij."""
     check_logits(logits, out)
+    (logits,) = read_only(logits)
     _call(_softmax_kernel, n_threads, logits.size, logits, out, False, variant=False)
 
 
 def log_softmax(logits, out, n_threads=1):  # IN logits (n, c); OUT out (n, c)
     """Row-wise log-softmax: out_ik = (z_ik - m_i) - log sum_j exp(z_ij - m_i)."""
     check_logits(logits, out)
+    (logits,) = read_only(logits)
     _call(_softmax_kernel, n_threads, logits.size, logits, out, True, variant=True)
 
 
@@ -280,7 +284,7 @@ def softmax_ce(logits, y, sample_weight, out, n_threads=1):
     """
     check_logits(logits, out, y, sample_weight)
     has_weight = sample_weight is not None
-    w = sample_weight if has_weight else _NO_WEIGHTS
+    logits, y, w = read_only(logits, y, sample_weight if has_weight else _NO_WEIGHTS)
     return float(_call(_softmax_ce_kernel, n_threads, logits.size, logits, y, w, has_weight, out))
 
 
@@ -475,7 +479,8 @@ def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha,
     """
     check_linear(X, coef, intercept, y, sample_weight, grad_coef, grad_intercept)
     has_weight = sample_weight is not None
-    w = sample_weight if has_weight else _NO_WEIGHTS
+    X, coef, intercept, y, w = read_only(X, coef, intercept, y,
+                                         sample_weight if has_weight else _NO_WEIGHTS)
     work = 2 * X.shape[0] * coef.size
     if prefers_gemm(X.shape[0], *linear_shapes(X, coef)):
         return _linear_gemm(X, float(x_scale), coef, intercept, y, w, has_weight, float(alpha),
@@ -526,9 +531,10 @@ def _linear_gemm(X, x_scale, coef, intercept, y, w, has_weight, alpha, grad_coef
         return float(total / wsum + 0.5 * alpha * _sum_squares(coef))
     rows = _numba_gemm.chunk_rows(n, c)
     Z = np.empty((rows, c), dtype=coef.dtype)
-    xf = np.empty((rows, d), dtype=coef.dtype) if X.dtype == np.uint8 else X
+    xbuf = np.empty((rows, d) if X.dtype == np.uint8 else (1, 1), dtype=coef.dtype)
+    xf = xbuf if X.dtype == np.uint8 else X
     with single_threaded_blas(), numba.parallel_chunksize(1):
-        total = _call(_numba_gemm.linear_gemm, n_threads, work, X, xf, x_scale, coef,
+        total = _call(_numba_gemm.linear_gemm, n_threads, work, X, xf, xbuf, x_scale, coef,
                       intercept, y, w, has_weight, wsum, alpha, grad_coef, grad_intercept, Z,
                       np.empty(rows), variant=coef.dtype.num)
     # The penalty without BLAS: a NumPy dot here woke OpenBLAS's threads, whose spinning
@@ -752,7 +758,7 @@ def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coe
     check_sgd(X, y, sample_weight, order, coef, intercept, velocity_coef, velocity_intercept,
               batch_size)
     has_weight = sample_weight is not None
-    w = sample_weight if has_weight else _NO_WEIGHTS
+    X, y, w, order = read_only(X, y, sample_weight if has_weight else _NO_WEIGHTS, order)
     work = 2 * min(int(batch_size), len(order)) * coef.size
     rows = max(1, min(int(batch_size), order.shape[0]))
     if order.shape[0] and prefers_gemm(rows, *linear_shapes(X, coef)):

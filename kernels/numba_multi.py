@@ -44,7 +44,7 @@ from ._blas import single_threaded_blas
 from ._governor import GOVERNOR
 from ._guard import check_multi
 from ._numba_blas import gemm
-from ._numba_config import JIT, MULTI_MODELS_PER_TASK, PJIT
+from ._numba_config import JIT, MULTI_MODELS_PER_TASK, PJIT, read_only
 from ._numba_math import _EXP_FLUSH_F32
 
 __all__ = ["multi_sgd_epoch"]
@@ -287,10 +287,12 @@ def multi_sgd_epoch(X, x_scale, y, order, coefs, scales, intercepts, velocity_co
     old_threads = numba.get_num_threads()
     threads = GOVERNOR.threads(max(1, min(n_threads, n_tasks, numba.config.NUMBA_NUM_THREADS)))
     numba.set_num_threads(threads)
+    X, y, order, lr, alpha, momentum, nesterov = read_only(
+        X, y, order, np.ascontiguousarray(lr, dtype=np.float64),
+        np.ascontiguousarray(alpha, dtype=np.float64), momentum,
+        np.ascontiguousarray(nesterov, dtype=np.bool_))
     args = (X, float(x_scale), y, order, coefs, scales, intercepts, velocity_coefs,
-            velocity_intercepts, np.ascontiguousarray(lr, dtype=np.float64),
-            np.ascontiguousarray(alpha, dtype=np.float64), momentum,
-            np.ascontiguousarray(nesterov, dtype=np.bool_), batch_size, per_task)
+            velocity_intercepts, lr, alpha, momentum, nesterov, batch_size, per_task)
     try:
         with single_threaded_blas(), numba.parallel_chunksize(1):
             return GOVERNOR.timed(_epoch, threads, order.shape[0] * coefs.size, args,

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from ._guard import check_linear, check_sgd
-from ._numba_config import JIT
+from ._numba_config import JIT, read_only
 
 __all__ = ["linear_softmax_ce", "sgd_epoch"]
 
@@ -126,13 +126,13 @@ def _epoch(data, indices, indptr, x_scale, y, weights, order, coef, intercept, v
 def _csr_parts(X, dtype):
     if not X.has_sorted_indices:
         X = X.sorted_indices()
-    return (np.ascontiguousarray(X.data, dtype=dtype),
-            np.ascontiguousarray(X.indices, dtype=np.intp),
-            np.ascontiguousarray(X.indptr, dtype=np.intp))
+    return read_only(np.ascontiguousarray(X.data, dtype=dtype),
+                     np.ascontiguousarray(X.indices, dtype=np.intp),
+                     np.ascontiguousarray(X.indptr, dtype=np.intp))
 
 
 def _weights_or_ones(sample_weight, n):
-    return np.ones(n) if sample_weight is None else sample_weight
+    return read_only(np.ones(n) if sample_weight is None else sample_weight)[0]
 
 
 def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha, grad_coef,
@@ -140,6 +140,7 @@ def linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight, alpha, grad
     """Contract ``linear_softmax_ce`` for CSR ``X`` (IN X, coef, intercept; OUT grad_*)."""
     check_linear(X, coef, intercept, y, sample_weight, grad_coef, grad_intercept, dense=False)
     data, indices, indptr = _csr_parts(X, coef.dtype)
+    coef, intercept, y = read_only(coef, intercept, y)
     return float(_linear(data, indices, indptr, float(x_scale), coef, intercept, y,
                          _weights_or_ones(sample_weight, X.shape[0]), float(alpha), grad_coef,
                          grad_intercept))
@@ -151,6 +152,7 @@ def sgd_epoch(X, x_scale, y, sample_weight, order, coef, intercept, velocity_coe
     check_sgd(X, y, sample_weight, order, coef, intercept, velocity_coef, velocity_intercept,
               batch_size, dense=False)
     data, indices, indptr = _csr_parts(X, coef.dtype)
+    y, order = read_only(y, order)
     return float(_epoch(data, indices, indptr, float(x_scale), y,
                         _weights_or_ones(sample_weight, X.shape[0]), order, coef, intercept,
                         velocity_coef, velocity_intercept, float(lr), float(alpha),

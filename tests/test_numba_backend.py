@@ -298,6 +298,7 @@ def test_gradient_blocks_and_class_groups_change_no_bits(x_dtype, w_dtype, n, c)
     of 16). Loss and both gradients are the same bits for every split, on one chunk of rows
     and on several (1,100 rows: two chunks in uint8, five in float64)."""
     from softmax_fast.kernels import numba_backend as nb
+    from softmax_fast.kernels._numba_config import read_only
 
     rng = np.random.default_rng(3)
     X = rng.integers(0, 256, (n, 530)).astype(x_dtype)
@@ -305,6 +306,8 @@ def test_gradient_blocks_and_class_groups_change_no_bits(x_dtype, w_dtype, n, c)
     b = rng.standard_normal(c).astype(w_dtype)
     y = rng.integers(0, c, n).astype(np.intp)
     w = rng.random(n)
+    # read-only, as linear_softmax_ce hands them to the kernel (no compilation of its own)
+    X, coef, b, y, w = read_only(X, coef, b, y, w)
     results = set()
     modes = set()
     for threads in (1, 2, 3, 4):
@@ -405,7 +408,7 @@ def test_small_calls_run_the_serial_twin_for_any_thread_count(monkeypatch, n):
     import numba
 
     from softmax_fast.kernels import numba_backend as nb
-    from softmax_fast.kernels._numba_config import LINEAR_MIN_WORK_PER_THREAD
+    from softmax_fast.kernels._numba_config import LINEAR_MIN_WORK_PER_THREAD, read_only
 
     if numba.config.DISABLE_JIT:
         pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
@@ -433,6 +436,7 @@ def test_small_calls_run_the_serial_twin_for_any_thread_count(monkeypatch, n):
     assert results[0] == results[1]
     assert len(calls) == (2 if small else 0)
     g2, gb2 = np.empty_like(coef), np.empty_like(b)
+    X, coef, b, y, w = read_only(X, coef, b, y, w)  # as linear_softmax_ce passes them
     loss2 = (twin if not small else nb._linear_kernel)(X, 0.5, coef, b, y, w, True, 1e-3, g2,
                                                        gb2, 1)
     assert loss2 == pytest.approx(results[0][0], rel=1e-12)
@@ -447,3 +451,107 @@ def test_the_row_softmax_tests_cover_both_numba_paths():
     from softmax_fast.kernels._numba_config import SOFTMAX_ROWWISE_CLASSES
 
     assert min(ROW_CLASSES) < SOFTMAX_ROWWISE_CLASSES <= max(ROW_CLASSES)
+
+
+def _numba_dispatchers():
+    """Every jitted function of the Numba kernel modules (and the serial twins), by name."""
+    from numba.core.dispatcher import Dispatcher
+
+    from softmax_fast.kernels import _numba_gemm, _numba_math, numba_multi, sparse
+    from softmax_fast.kernels import numba_backend as nb
+
+    found = {f"{module.__name__}.{name}": obj
+             for module in (nb, _numba_gemm, _numba_math, numba_multi, sparse)
+             for name, obj in vars(module).items() if isinstance(obj, Dispatcher)}
+    found.update({f"{kernel.__name__} (serial twin)": twin
+                  for kernel, twin in nb.SERIAL_TWINS.items()})
+    return found
+
+
+def _call_every_kernel_family(writeable):
+    """One call of each Numba entry point and path (row-wise, register tiles, BLAS split and
+    tiled, SGD tiles and BLAS, the multi-model epoch, the sparse kernels), float32; the
+    inputs read-only unless ``writeable`` (the outputs always writeable)."""
+    import scipy.sparse
+
+    from softmax_fast.kernels import numba_backend as nb
+    from softmax_fast.kernels import numba_multi, sparse
+
+    rng = np.random.default_rng(5)
+
+    def given(array):
+        array = np.array(array)  # a copy of its own, whose flags the test sets
+        array.flags.writeable = writeable
+        return array
+
+    z = given(rng.standard_normal((40, 7)).astype(np.float32))
+    y = given(rng.integers(0, 7, 40).astype(np.intp))
+    w = given(rng.random(40))
+    nb.softmax(z, np.empty_like(z), 1)
+    nb.log_softmax(z, np.empty_like(z), 1)
+    nb.softmax_ce(z, y, None, np.empty_like(z), 1)
+    nb.softmax_ce(z, y, w, np.empty_like(z), 1)
+    # register tiles (uint8 and float X, twin and parallel), BLAS row-split, BLAS tiled
+    for n, d, c, uint8 in [(40, 12, 7, True), (3000, 64, 10, False), (9000, 40, 40, False),
+                           (9000, 40, 64, True), (120, 1100, 1000, False)]:
+        X = given(rng.integers(0, 256, (n, d), dtype=np.uint8) if uint8
+                  else rng.standard_normal((n, d)).astype(np.float32))
+        coef = given(rng.standard_normal((c, d)).astype(np.float32) * 0.01)
+        intercept = given(np.zeros(c, np.float32))
+        labels = given(rng.integers(0, c, n).astype(np.intp))
+        nb.linear_softmax_ce(X, 1 / 255 if uint8 else 1.0, coef, intercept, labels, None, 1e-3,
+                             np.empty_like(coef), np.empty_like(intercept), 2)
+    # SGD: register tiles (batch 8) and BLAS (batch 128 x 90 x 300); weights are in/out
+    for n, d, c, batch in [(64, 30, 5, 8), (500, 90, 300, 128)]:
+        X = given(rng.standard_normal((n, d)).astype(np.float32))
+        labels = given(rng.integers(0, c, n).astype(np.intp))
+        order = given(rng.permutation(n).astype(np.intp))
+        coef = np.zeros((c, d), np.float32)
+        intercept = np.zeros(c, np.float32)
+        nb.sgd_epoch(X, 1.0, labels, given(rng.random(n)), order, coef, intercept,
+                     np.zeros_like(coef), np.zeros_like(intercept), 0.1, 1e-4, 0.9, True, batch,
+                     2)
+    X = given(rng.integers(0, 256, (64, 30), dtype=np.uint8))
+    labels = given(rng.integers(0, 5, 64).astype(np.intp))
+    order = given(np.arange(64, dtype=np.intp))
+    numba_multi.multi_sgd_epoch(X, 1 / 255, labels, order, np.zeros((2, 5, 30), np.float32),
+                                np.ones(2), np.zeros((2, 5), np.float32), None, None,
+                                given([0.1, 0.2]), given([1e-4, 0.0]), given([0.0, 0.0]),
+                                given([False, False]), 8, 2)
+    Xs = scipy.sparse.random(50, 20, density=0.3, format="csr", dtype=np.float32,
+                             random_state=6)
+    for part in (Xs.data, Xs.indices, Xs.indptr):
+        part.flags.writeable = writeable
+    coef = given(rng.standard_normal((5, 20)).astype(np.float32))
+    intercept = given(np.zeros(5, np.float32))
+    labels = given(rng.integers(0, 5, 50).astype(np.intp))
+    sparse.linear_softmax_ce(Xs, 1.0, coef, intercept, labels, None, 1e-3, np.empty_like(coef),
+                             np.empty_like(intercept), 1)
+    sparse.sgd_epoch(Xs, 1.0, labels, None, given(np.arange(50, dtype=np.intp)),
+                     np.array(coef), np.array(intercept), np.zeros_like(coef),
+                     np.zeros_like(intercept), 0.1, 1e-4, 0.0, False, 8, 1)
+
+
+def test_read_only_inputs_compile_nothing_more():
+    """Inputs reach every kernel read-only whatever the caller's flags (``read_only``): the
+    same calls with read-only inputs (a memory map opened "r", say) add no compilation, and
+    every kernel's inputs are typed read-only, so none can write into them."""
+    import numba
+
+    if numba.config.DISABLE_JIT:
+        pytest.skip("NUMBA_DISABLE_JIT=1: nothing is compiled")
+    from softmax_fast.kernels import numba_backend as nb
+
+    _call_every_kernel_family(writeable=True)
+    dispatchers = _numba_dispatchers()
+    compiled = {name: len(d.signatures) for name, d in dispatchers.items()}
+    _call_every_kernel_family(writeable=False)
+    grown = [name for name, d in dispatchers.items() if len(d.signatures) != compiled[name]]
+    assert not grown, f"read-only inputs compiled these again: {grown}"
+    # Nothing in this process compiled the register-tile kernel (or its twin) for writeable
+    # X, coef, intercept, y, sample_weight: the calls above with writeable inputs would have
+    # (tests that call the kernels directly pass read-only views, as the backend does).
+    for kernel in (nb._linear_kernel, nb.SERIAL_TWINS[nb._linear_kernel]):
+        assert kernel.signatures
+        for signature in kernel.signatures:
+            assert not any(signature[i].mutable for i in (0, 2, 3, 4, 5)), signature
