@@ -96,19 +96,19 @@ int main(int argc, char **argv) {
 _X86_64_PROBE = "#ifndef __x86_64__\n#error not x86-64\n#endif\nint main(void){return 0;}\n"
 
 
-def _compiler_accepts(flags, source="int main(void){return 0;}\n"):
-    """Return True if the C compiler compiles and links ``source`` with ``flags``."""
+def _compiler_accepts(flags, source="int main(void){return 0;}\n", run=False):
+    """Return True if the C compiler compiles and links ``source`` with ``flags`` (and, with
+    ``run``, the program exits with 0 on this machine)."""
     cc = os.environ.get("CC", "cc")
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "probe.c")
+        src, exe = os.path.join(tmp, "probe.c"), os.path.join(tmp, "probe")
         with open(src, "w") as fh:
             fh.write(source)
         try:
-            proc = subprocess.run(
-                [cc, src, "-o", os.path.join(tmp, "probe"), *flags],
-                capture_output=True,
-                timeout=60,
-            )
+            proc = subprocess.run([cc, src, "-o", exe, *flags], capture_output=True,
+                                  timeout=60)
+            if run and proc.returncode == 0:
+                proc = subprocess.run([exe], capture_output=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             return False
         return proc.returncode == 0
@@ -120,20 +120,11 @@ def _cpu_runs_level(level):
     Asked only for the sanitized build: it is tested on the machine that builds it, and a
     build this CPU cannot run is only skipped by the tests.
     """
-    cc = os.environ.get("CC", "cc")
-    source = ("int main(void){__builtin_cpu_init();"
-              f"return __builtin_cpu_supports(\"x86-64-v{level}\") ? 0 : 1;}}\n")
-    with tempfile.TemporaryDirectory() as tmp:
-        src, exe = os.path.join(tmp, "level.c"), os.path.join(tmp, "level")
-        with open(src, "w") as fh:
-            fh.write(source)
-        try:
-            if subprocess.run([cc, src, "-o", exe], capture_output=True,
-                              timeout=60).returncode != 0:
-                return None
-            return subprocess.run([exe], capture_output=True, timeout=60).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            return None
+    probe = ("int main(void){__builtin_cpu_init();"
+             f"return __builtin_cpu_supports(\"x86-64-v{level}\") ? 0 : 1;}}\n")
+    if not _compiler_accepts([], probe):
+        return None
+    return _compiler_accepts([], probe, run=True)
 
 
 def _build_flags():
