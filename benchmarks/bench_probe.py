@@ -33,14 +33,15 @@ Groups per data set (``probe <n>x<d>x<c>: ...``):
     oneDAL, ``torch.set_num_threads``).
     ``extra_info``: tol, iterations, gap reached, seconds per iteration. Limit the peers with
     ``SOFTMAX_FAST_BENCH_PROBE_PEERS=torch,scikit-learn-intelex``.
-``16-alpha path, tol 0.0001`` and ``tol 1e-06``
+``16-alpha path, tol 0.0001``, ``tol 1e-06`` and ``96-alpha path, tol 1e-06``
     ``SoftmaxRegressionCV(alphas=16).fit(X, y, eval_set=(X_val, y_val))`` (warm-started path)
     against 16 independent ``SoftmaxRegression`` fits from zero, at the same tol (the CV's
-    default, and one where every fit is near its optimum); whether both
+    default, and one where every fit is near its optimum), and the same with the 96
+    strengths of CLIP's protocol (``PATH_RUNS``); whether both
     choose the same alpha (and, if not, by how many validation rows the path's alpha trails
     with the independent fits), their iterations and evaluations of the objective (counted
     calls of the fused kernel), and how exact their 16 fits are:
-    ``max_gap`` and ``median_gap``, the relative gaps of the 16 objectives from their
+    ``max_gap`` and ``median_gap``, the relative gaps of the objectives from their
     optima (a float64 path at tol 1e-8, cached) — at a loose tol the path's fits go further
     than the independent ones, so compare the times at equal gaps, across the two tols.
 ``memmap``
@@ -48,12 +49,13 @@ Groups per data set (``probe <n>x<d>x<c>: ...``):
     saved with ``np.save`` and opened with ``np.load(mmap_mode="r")`` (page cache warm).
 ``CLIP ImageNet projection``
     The gradient at (``n``, 768, 1000) is timed here and scaled to CLIP's ImageNet probe
-    (1.28M x 768 x 1000, 96 alphas): projected seconds = 96 x iterations per alpha x
-    t_gradient(1.28M) x evaluations per iteration, with iterations per alpha taken from this
-    data set's 16-alpha path (warm-started) and from its independent fits, and evaluations per
-    iteration = (fit seconds / iterations) / gradient seconds of the time-to-gap run. The
-    arithmetic is in ``extra_info["projection"]`` and printed. The iteration counts of this
-    synthetic data stand in for ImageNet's: an estimate, not a measurement.
+    (1.28M x 768 x 1000, 96 alphas): the measured seconds of this data set's 96-alpha path
+    at tol 1e-6 (``PROJECTION_RUN``: the protocol's count of strengths, whose steps are
+    shorter and cheaper than a 16-strength path's) and of its 96 independent fits, each
+    scaled by t_gradient(1.28M x 768 x 1000) / t_gradient(this data set) — every
+    evaluation, and the work around it, grows with the gradient. The arithmetic is in
+    ``extra_info["projection"]`` and printed. The evaluation counts of this synthetic data
+    stand in for ImageNet's: an estimate, not a measurement.
 """
 
 import os
@@ -81,10 +83,12 @@ ALPHA = 1e-5
 GAP = 1e-6
 TOL_LADDER = [10.0 ** (-k / 2) for k in range(17)]  # 1 ... 1e-8
 MAX_ITER = 3000
-#: SoftmaxRegressionCV's default, and a tol at which every fit is near its optimum (then the
-#: path and the independent fits must choose the same alpha)
-PATH_TOLS = [1e-4, 1e-6]
-N_ALPHAS = 16
+#: (strengths, tol) of the path benchmarks: the issue's 16 at SoftmaxRegressionCV's default
+#: tol and at one where every fit is near its optimum (then the path and the independent fits
+#: must choose the same alpha), and the 96 of CLIP's protocol at the latter
+PATH_RUNS = [(16, 1e-4), (16, 1e-6), (96, 1e-6)]
+#: The run the CLIP projection takes its iterations per alpha from.
+PROJECTION_RUN = (96, 1e-6)
 MEMMAP_ITERATIONS = size(30, 5)
 WARMUP_ROWS = 1024
 CLIP = {"n": 1_281_167, "d": 768, "c": 1000, "alphas": 96}
@@ -174,28 +178,30 @@ def reference_optimum(probe):
     return _cached(probe, "fstar", compute)
 
 
-def path_optima(probe):
-    """f* at each of the path's N_ALPHAS strengths: a float64 path at tol 1e-8 (cached)."""
+def path_optima(probe, n_alphas):
+    """f* at each of ``default_alphas(n_alphas)``: a float64 path at tol 1e-8 (cached)."""
     def compute():
-        model = SoftmaxRegressionCV(alphas=N_ALPHAS, dtype="float64", tol=1e-8, max_iter=5000,
+        model = SoftmaxRegressionCV(alphas=n_alphas, dtype="float64", tol=1e-8, max_iter=5000,
                                     n_threads=bench_threads())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(probe["X"], probe["y"], eval_set=(probe["X_val"], probe["y_val"]))
         return _path_objectives(probe, model.coefs_paths_[0])
-    return _cached(probe, "path-fstar", compute)
+    # the 16-strength key predates the other path sizes: its cached optima stay valid
+    return _cached(probe, "path-fstar" if n_alphas == 16 else f"path-fstar-{n_alphas}", compute)
 
 
 def _path_objectives(probe, weights):
     """The float64 objective of each strength's (coef | intercept) in ``weights``."""
     return [objective(w[:, :-1], w[:, -1], probe["X"], probe["y"], alpha)
-            for w, alpha in zip(weights, default_alphas(N_ALPHAS), strict=True)]
+            for w, alpha in zip(weights, default_alphas(len(weights)), strict=True)]
 
 
 def path_accuracy(probe, weights):
     """extra_info on how near each strength's fit is to its optimum (relative gaps)."""
     gaps = [(f - fstar) / abs(fstar) for f, fstar in
-            zip(_path_objectives(probe, weights), path_optima(probe), strict=True)]
+            zip(_path_objectives(probe, weights), path_optima(probe, len(weights)),
+                strict=True)]
     return {"max_gap": float(max(gaps)), "median_gap": float(np.median(gaps))}
 
 
@@ -380,29 +386,30 @@ def evaluations(monkeypatch):
     return count
 
 
-@pytest.mark.parametrize("tol", PATH_TOLS)
-def test_alpha_path(benchmark, probe, tol, evaluations):
-    benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path, tol {tol:g}"
+@pytest.mark.parametrize(("n_alphas", "tol"), PATH_RUNS)
+def test_alpha_path(benchmark, probe, n_alphas, tol, evaluations):
+    benchmark.group = f"probe {probe['name']}: {n_alphas}-alpha path, tol {tol:g}"
 
     def path():
-        model = SoftmaxRegressionCV(alphas=N_ALPHAS, dtype="float32", tol=tol,
+        model = SoftmaxRegressionCV(alphas=n_alphas, dtype="float32", tol=tol,
                                     n_threads=bench_threads())
         return model.fit(probe["X"], probe["y"], eval_set=(probe["X_val"], probe["y_val"]))
 
     model, seconds = timed(benchmark, path, count=1, warmup=0)
     n_evaluations = evaluations[0]
     iterations = int(np.sum(model.n_iter_))
-    STASH[("probe-path", probe["name"], tol)] = {"alpha": model.alpha_,
-                                                 "iterations": iterations}
+    STASH[("probe-path", probe["name"], n_alphas, tol)] = {"alpha": model.alpha_,
+                                                           "iterations": iterations,
+                                                           "seconds": seconds}
     record(benchmark, impl="SoftmaxRegressionCV (warm-started path)", ours=True,
            chosen_alpha=model.alpha_, iterations=iterations, evaluations=n_evaluations,
            best_score=model.best_score_, **path_accuracy(probe, model.coefs_paths_[0]))
 
 
-@pytest.mark.parametrize("tol", PATH_TOLS)
-def test_independent_fits(benchmark, probe, tol, evaluations):
-    benchmark.group = f"probe {probe['name']}: {N_ALPHAS}-alpha path, tol {tol:g}"
-    alphas = default_alphas(N_ALPHAS)
+@pytest.mark.parametrize(("n_alphas", "tol"), PATH_RUNS)
+def test_independent_fits(benchmark, probe, n_alphas, tol, evaluations):
+    benchmark.group = f"probe {probe['name']}: {n_alphas}-alpha path, tol {tol:g}"
+    alphas = default_alphas(n_alphas)
 
     def fits():
         models = []
@@ -417,9 +424,10 @@ def test_independent_fits(benchmark, probe, tol, evaluations):
     iterations = int(sum(m.n_iter_ for m in models))
     accuracies = _validation_accuracies(models, probe["X_val"], probe["y_val"])
     chosen = float(alphas[int(np.argmax(accuracies))])  # ties: the strongest, as the CV does
-    path = STASH.get(("probe-path", probe["name"], tol))
-    STASH[("probe-independent", probe["name"], tol)] = {"alpha": chosen,
-                                                        "iterations": iterations}
+    path = STASH.get(("probe-path", probe["name"], n_alphas, tol))
+    STASH[("probe-independent", probe["name"], n_alphas, tol)] = {"alpha": chosen,
+                                                                  "iterations": iterations,
+                                                                  "seconds": seconds}
     info = {"chosen_alpha": chosen, "iterations": iterations, "evaluations": n_evaluations,
             "same_alpha_as_path": None}
     if path is not None:
@@ -432,7 +440,7 @@ def test_independent_fits(benchmark, probe, tol, evaluations):
     info.update(path_accuracy(probe, [np.concatenate([m.multinomial_coef_,
                                                       m.multinomial_intercept_[:, None]], axis=1)
                                       for m in models]))
-    record(benchmark, impl=f"{N_ALPHAS} independent fits", baseline=True, **info)
+    record(benchmark, impl=f"{n_alphas} independent fits", baseline=True, **info)
 
 
 @pytest.mark.parametrize("storage", ["in-memory", "memmap"])
@@ -462,32 +470,33 @@ def test_clip_projection(benchmark, probe):
     _, t_grad = timed(benchmark, get_backend("auto").linear_softmax_ce, args=args, count=3)
     benchmark.extra_info.update(impl=f"gradient n={rows} d={d} c={c}", ours=True,
                                 flops=linear_flops(rows, d, c))
-    inputs = [("probe-fit", probe["name"], "softmax-fast"), ("probe-gradient", probe["name"]),
-              # the path's iterations at the CV's default tol
-              ("probe-path", probe["name"], PATH_TOLS[0]),
-              ("probe-independent", probe["name"], PATH_TOLS[0])]
+    inputs = [("probe-gradient", probe["name"]),
+              ("probe-path", probe["name"], *PROJECTION_RUN),
+              ("probe-independent", probe["name"], *PROJECTION_RUN)]
     missing = [key[0] for key in inputs if key not in STASH]
     if missing:
         pytest.skip(f"the projection needs {missing} of the same run (run the whole file)")
-    fit_seconds, fit_iterations = STASH[inputs[0]]
-    evals_per_iteration = fit_seconds / max(fit_iterations, 1) / STASH[inputs[1]]
-    n_alphas = N_ALPHAS
-    record(benchmark, **projection(t_grad, rows, evals_per_iteration,
-                                   STASH[inputs[2]]["iterations"] / n_alphas,
-                                   STASH[inputs[3]]["iterations"] / n_alphas))
+    record(benchmark, **projection(t_grad, rows, STASH[inputs[0]], probe["X"].shape[0],
+                                   STASH[inputs[1]]["seconds"], STASH[inputs[2]]["seconds"]))
 
 
-def projection(t_grad, rows, evals_per_iteration, path_iterations, independent_iterations):
-    """Projected seconds of CLIP's protocol, with the arithmetic spelled out."""
+def projection(t_grad, rows, t_probe_gradient, probe_rows, path_seconds,
+               independent_seconds):
+    """Projected seconds of CLIP's protocol, with the arithmetic spelled out.
+
+    ``t_grad`` is one gradient at CLIP's d and c on ``rows`` rows; ``t_probe_gradient`` one
+    on the probe data (``probe_rows`` rows); the two runs' seconds are the probe's
+    ``PROJECTION_RUN`` path and independent fits.
+    """
     t_full = t_grad * CLIP["n"] / rows
-    per_iteration = t_full * evals_per_iteration
-    path = CLIP["alphas"] * path_iterations * per_iteration
-    independent = CLIP["alphas"] * independent_iterations * per_iteration
+    scale = t_full / t_probe_gradient
+    path = path_seconds * scale
+    independent = independent_seconds * scale
     text = (f"t_grad({CLIP['n']:,} rows) = {t_grad:.4g} s x {CLIP['n']:,} / {rows:,} = "
-            f"{t_full:.4g} s; x {evals_per_iteration:.3g} evaluations per iteration = "
-            f"{per_iteration:.4g} s per iteration; warm-started path: {CLIP['alphas']} alphas "
-            f"x {path_iterations:.1f} iterations = {path:.4g} s ({path / 3600:.2f} h); "
-            f"independent fits: {CLIP['alphas']} x {independent_iterations:.1f} = "
+            f"{t_full:.4g} s, {scale:.4g}x the probe's ({probe_rows:,} rows, "
+            f"{t_probe_gradient:.4g} s); warm-started path of {CLIP['alphas']} alphas: "
+            f"{path_seconds:.4g} s x {scale:.4g} = {path:.4g} s ({path / 3600:.2f} h); "
+            f"{CLIP['alphas']} independent fits: {independent_seconds:.4g} s x {scale:.4g} = "
             f"{independent:.4g} s ({independent / 3600:.2f} h)")
     return {"projection": text, "projected_path_seconds": path,
             "projected_independent_seconds": independent,
