@@ -41,7 +41,7 @@ Groups per data set (``probe <n>x<d>x<c>: ...``):
     strengths of CLIP's protocol (``PATH_RUNS``); whether both
     choose the same alpha (and, if not, by how many validation rows the path's alpha trails
     with the independent fits), their iterations and evaluations of the objective (counted
-    calls of the fused kernel), and how exact their 16 fits are:
+    calls of the fused kernel), and how exact their fits are:
     ``max_gap`` and ``median_gap``, the relative gaps of the objectives from their
     optima (a float64 path at tol 1e-8, cached) — at a loose tol the path's fits go further
     than the independent ones, so compare the times at equal gaps, across the two tols.
@@ -84,15 +84,16 @@ ALPHA = 1e-5
 GAP = 1e-6
 TOL_LADDER = [10.0 ** (-k / 2) for k in range(17)]  # 1 ... 1e-8
 MAX_ITER = 3000
-#: (strengths, tol) of the path benchmarks: the issue's 16 at SoftmaxRegressionCV's default
-#: tol and at one where every fit is near its optimum (then the path and the independent fits
-#: must choose the same alpha), and the 96 of CLIP's protocol at the latter
-PATH_RUNS = [(16, 1e-4), (16, 1e-6), (96, 1e-6)]
-#: The run the CLIP projection takes its iterations per alpha from.
-PROJECTION_RUN = (96, 1e-6)
 MEMMAP_ITERATIONS = size(30, 5)
 WARMUP_ROWS = 1024
 CLIP = {"n": 1_281_167, "d": 768, "c": 1000, "alphas": 96}
+#: The path run the CLIP projection scales: the protocol's strengths, every fit near its
+#: optimum.
+PROJECTION_RUN = (CLIP["alphas"], 1e-6)
+#: (strengths, tol) of the path benchmarks: the issue's 16 at SoftmaxRegressionCV's default
+#: tol and at one where every fit is near its optimum (then the path and the independent fits
+#: must choose the same alpha), and PROJECTION_RUN
+PATH_RUNS = [(16, 1e-4), (16, 1e-6), PROJECTION_RUN]
 CLIP_GRADIENT_ROWS = size(20_000, 512)
 #: Peers are calibrated on probes up to this many rows (see :func:`calibrate`).
 CALIBRATED_PEERS_UP_TO = 50_000
@@ -188,8 +189,7 @@ def path_optima(probe, n_alphas):
             warnings.simplefilter("ignore")
             model.fit(probe["X"], probe["y"], eval_set=(probe["X_val"], probe["y_val"]))
         return _path_objectives(probe, model.coefs_paths_[0])
-    # the 16-strength key predates the other path sizes: its cached optima stay valid
-    return _cached(probe, "path-fstar" if n_alphas == 16 else f"path-fstar-{n_alphas}", compute)
+    return _cached(probe, f"path-fstar-{n_alphas}", compute)
 
 
 def _path_objectives(probe, weights):
@@ -403,7 +403,6 @@ def test_alpha_path(benchmark, probe, n_alphas, tol, evaluations):
     n_evaluations = evaluations[0]
     iterations = int(np.sum(model.n_iter_))
     STASH[("probe-path", probe["name"], n_alphas, tol)] = {"alpha": model.alpha_,
-                                                           "iterations": iterations,
                                                            "seconds": seconds}
     record(benchmark, impl="SoftmaxRegressionCV (warm-started path)", ours=True,
            chosen_alpha=model.alpha_, iterations=iterations, evaluations=n_evaluations,
@@ -429,9 +428,7 @@ def test_independent_fits(benchmark, probe, n_alphas, tol, evaluations):
     accuracies = _validation_accuracies(models, probe["X_val"], probe["y_val"])
     chosen = float(alphas[int(np.argmax(accuracies))])  # ties: the strongest, as the CV does
     path = STASH.get(("probe-path", probe["name"], n_alphas, tol))
-    STASH[("probe-independent", probe["name"], n_alphas, tol)] = {"alpha": chosen,
-                                                                  "iterations": iterations,
-                                                                  "seconds": seconds}
+    STASH[("probe-independent", probe["name"], n_alphas, tol)] = {"seconds": seconds}
     info = {"chosen_alpha": chosen, "iterations": iterations, "evaluations": n_evaluations,
             "same_alpha_as_path": None}
     if path is not None:
