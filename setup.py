@@ -98,7 +98,11 @@ _X86_64_PROBE = "#ifndef __x86_64__\n#error not x86-64\n#endif\nint main(void){r
 
 def _compiler_accepts(flags, source="int main(void){return 0;}\n", run=False):
     """Return True if the C compiler compiles and links ``source`` with ``flags`` (and, with
-    ``run``, the program exits with 0 on this machine)."""
+    ``run``, the program exits with 0 on this machine).
+
+    With ``run``, a program that did not build gives None rather than False, so a caller
+    can tell "the compiler cannot" from "this CPU cannot" with one compilation.
+    """
     cc = os.environ.get("CC", "cc")
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = os.path.join(tmp, "probe.c"), os.path.join(tmp, "probe")
@@ -107,11 +111,16 @@ def _compiler_accepts(flags, source="int main(void){return 0;}\n", run=False):
         try:
             proc = subprocess.run([cc, src, "-o", exe, *flags], capture_output=True,
                                   timeout=60)
-            if run and proc.returncode == 0:
-                proc = subprocess.run([exe], capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None if run else False
+        if proc.returncode != 0:
+            return None if run else False
+        if not run:
+            return True
+        try:
+            return subprocess.run([exe], capture_output=True, timeout=60).returncode == 0
         except (OSError, subprocess.SubprocessError):
             return False
-        return proc.returncode == 0
 
 
 def _cpu_runs_level(level):
@@ -122,8 +131,6 @@ def _cpu_runs_level(level):
     """
     probe = ("int main(void){__builtin_cpu_init();"
              f"return __builtin_cpu_supports(\"x86-64-v{level}\") ? 0 : 1;}}\n")
-    if not _compiler_accepts([], probe):
-        return None
     return _compiler_accepts([], probe, run=True)
 
 

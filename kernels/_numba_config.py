@@ -75,7 +75,9 @@ VECTOR_REGISTERS = _vector_registers()
 #: accumulators and 9 loads in AVX-512's 32 registers; with 16 they spilled (86 stack accesses
 #: in the SGD forward loop on an AVX2 EPYC) and 2 rows x 5 classes, as the C kernels' AVX2
 #: build, ran 1.2-1.35x faster (Fashion-MNIST batches of 32, one thread, float32 and uint8).
-#: The row count changes no bits: each logit is the same reduction in either tile.
+#: One row count per CPU (the class split inside it changes no bits); the two counts agree
+#: to rounding, and to the bit only where LLVM vectorises their loops alike (see
+#: ``_numba_math._forward_tile``).
 FORWARD_TILE_ROWS = 4 if VECTOR_REGISTERS >= 32 else 2
 #: rows of one forward/softmax tile (even: the forward kernel works on pairs of rows)
 ROW_TILE = 16

@@ -395,8 +395,11 @@ def _forward_tile(A, rows, f0, f1, W, k0, k1, P, p0, ahead, tile_rows=FORWARD_TI
     x 5 classes (``_dot_4x5``, ``_dot_2x5``) and x 4 classes (``_dot_4x4``, ``_dot_2x4``), as
     many of 5 as leave whole tiles of 4 (``_five_class_tiles``: 10 classes are 5 + 5, 13 are
     5 + 4 + 4, 16 are 4 x 4). Each accumulator is a vectorised (reassociated) reduction along
-    the features whose order does not depend on the tile it is in, so neither the class split
-    nor the row count changes a bit, only speed. Ragged edges recompute the last row/class
+    the features whose order does not depend on the class tile it is in, so the class split
+    changes no bit, only speed. The row count is fixed per CPU; the two row counts agree to
+    rounding, not always to the bit: LLVM's cost model vectorises each tile's loop on its own,
+    and on an AVX-512 Xeon (tuned for as ``rocketlake``) ``_dot_2x4`` sums in another order
+    than the other three tiles, which agree. Ragged edges recompute the last row/class
     (same value written twice). While a group of rows is computed, the rows ``ahead[r]`` (the
     next tile or batch) are prefetched over [f0, f1).
     """

@@ -22,6 +22,23 @@ from softmax_fast.search import read_results
 WAIT_SECONDS = 120
 
 
+@pytest.fixture(autouse=True)
+def sigint_not_ignored():
+    """Commands start as from a terminal, where Ctrl-C is not ignored.
+
+    A shell without job control starts a background job (``pytest &`` in a script) with SIGINT
+    ignored, children inherit that across exec, and Python then leaves it ignored: the
+    commands would never see the signal these tests send. With a handler here the children
+    start with SIGINT's default, as under an interactive shell.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
+
+
 def start(*args, unbuffered=True):
     """``python -m softmax_fast ARGS`` with pipes; unbuffered, so progress shows at once."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
