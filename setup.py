@@ -104,6 +104,7 @@ def _compiler_accepts(flags, source="int main(void){return 0;}\n", run=False):
     can tell "the compiler cannot" from "this CPU cannot" with one compilation.
     """
     cc = os.environ.get("CC", "cc")
+    not_built = None if run else False
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = os.path.join(tmp, "probe.c"), os.path.join(tmp, "probe")
         with open(src, "w") as fh:
@@ -112,9 +113,9 @@ def _compiler_accepts(flags, source="int main(void){return 0;}\n", run=False):
             proc = subprocess.run([cc, src, "-o", exe, *flags], capture_output=True,
                                   timeout=60)
         except (OSError, subprocess.SubprocessError):
-            return None if run else False
+            return not_built
         if proc.returncode != 0:
-            return None if run else False
+            return not_built
         if not run:
             return True
         try:
