@@ -45,6 +45,10 @@ Groups per data set (``probe <n>x<d>x<c>: ...``):
     ``max_gap`` and ``median_gap``, the relative gaps of the objectives from their
     optima (a float64 path at tol 1e-8, cached) — at a loose tol the path's fits go further
     than the independent ones, so compare the times at equal gaps, across the two tols.
+    The 16-strength runs are repeated on Fashion-MNIST (``FASHION_PATH_RUNS``; its 60,000
+    training rows split 80/20, pixels / 255; skipped without the Debian package), where fits
+    from zero at weak strengths take far longer than on the embeddings. Every fit of these
+    groups may run ``PATH_MAX_ITER`` iterations.
 ``memmap``
     The same fit (``MEMMAP_ITERATIONS`` L-BFGS iterations, tol 0) on X in memory and on X
     saved with ``np.save`` and opened with ``np.load(mmap_mode="r")`` (page cache warm).
@@ -67,6 +71,7 @@ import pytest
 from harness import (
     STASH,
     bench_threads,
+    fashion_mnist,
     linear_flops,
     record,
     sgemm_rate,
@@ -95,6 +100,13 @@ PROJECTION_RUN = (CLIP["alphas"], 1e-6)
 #: must choose the same alpha), and PROJECTION_RUN
 PATH_RUNS = [(16, 1e-4), (16, 1e-6), PROJECTION_RUN]
 CLIP_GRADIENT_ROWS = size(20_000, 512)
+#: The path benchmarks on Fashion-MNIST (pixels, 10 classes): the issue's 16 strengths at the
+#: default tol and at 1e-6 (96 independent fits there would take a quarter of an hour)
+FASHION_PATH_RUNS = [(16, 1e-4), (16, 1e-6)]
+#: Fashion-MNIST's fits may need this many iterations at weak strengths from zero (1,740 at
+#: alpha 1e-7, tol 1e-6): the path and independent-fit benchmarks cap every fit here, so
+#: neither stops on the default cap (500).
+PATH_MAX_ITER = MAX_ITER
 #: Peers are calibrated on probes up to this many rows (see :func:`calibrate`).
 CALIBRATED_PEERS_UP_TO = 50_000
 #: Bumped when the data generator changes, so cached optima are not reused.
@@ -127,21 +139,48 @@ def embedding_data(n, d, c, seed=0, noise=5.0, decay=0.5):
     return X, y
 
 
-@pytest.fixture(scope="module", params=PROBES)
-def probe(request):
-    """The data set: train and validation splits, its name and cache key."""
-    n, d, c = request.param
+def _embedding_probe(shape, config):
+    """The embedding-like data set: train and validation splits, its name and cache key."""
+    n, d, c = shape
     X, y = embedding_data(n + n // 5, d, c)
     name = f"{n // 1000}kx{d}x{c}" if n >= 1000 else f"{n}x{d}x{c}"
     return {"X": X[:n], "y": y[:n], "X_val": X[n:], "y_val": y[n:], "shape": (n, d, c),
-            "name": name, "key": _probe_key(n, d, c),
-            "cache": getattr(request.config, "cache", None)}
+            "name": name, "key": _probe_key(n, d, c), "input_scale": 1.0,
+            "path_runs": PATH_RUNS, "cache": getattr(config, "cache", None)}
 
 
-def objective(coef, intercept, X, y, alpha=ALPHA):
+def _fashion_probe(config):
+    """Fashion-MNIST's 60,000 training rows split 80/20 (a fixed shuffle) as train and
+    validation, uint8 pixels seen as x / 255: the path benchmarks on real data."""
+    X, y, _, _ = fashion_mnist()
+    order = np.random.default_rng(0).permutation(len(y))
+    train, val = order[:int(0.8 * len(y))], order[int(0.8 * len(y)):]
+    n, d, c = len(train), X.shape[1], int(y.max()) + 1
+    return {"X": X[train], "y": y[train], "X_val": X[val], "y_val": y[val], "shape": (n, d, c),
+            "name": f"fashion-mnist {n}x{d}x{c}",
+            "key": f"fashion-mnist-v{DATA_VERSION}-{n}-split0", "input_scale": 1 / 255,
+            "path_runs": FASHION_PATH_RUNS, "cache": getattr(config, "cache", None)}
+
+
+@pytest.fixture(scope="module", params=PROBES)
+def probe(request):
+    """The embedding-like data set of every group."""
+    return _embedding_probe(request.param, request.config)
+
+
+@pytest.fixture(scope="module",
+                params=[*PROBES, pytest.param("fashion-mnist", id="fashion-mnist")])
+def path_probe(request):
+    """The data sets of the path groups: the embedding-like ones and Fashion-MNIST."""
+    if request.param == "fashion-mnist":
+        return _fashion_probe(request.config)
+    return _embedding_probe(request.param, request.config)
+
+
+def objective(coef, intercept, X, y, alpha=ALPHA, x_scale=1.0):
     """The float64 objective at the weights (multinomial layout, (c, d) and (c,))."""
     coef = np.asarray(coef, np.float64)
-    loss, _ = score(coef, np.asarray(intercept, np.float64), X, 1.0, y)
+    loss, _ = score(coef, np.asarray(intercept, np.float64), X, x_scale, y)
     return loss + l2_penalty(coef, alpha)
 
 
@@ -184,6 +223,7 @@ def path_optima(probe, n_alphas):
     """f* at each of ``default_alphas(n_alphas)``: a float64 path at tol 1e-8 (cached)."""
     def compute():
         model = SoftmaxRegressionCV(alphas=n_alphas, dtype="float64", tol=1e-8, max_iter=5000,
+                                    input_scale=probe["input_scale"],
                                     n_threads=bench_threads())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -194,7 +234,7 @@ def path_optima(probe, n_alphas):
 
 def _path_objectives(probe, weights):
     """The float64 objective of each strength's (coef | intercept) in ``weights``."""
-    return [objective(w[:, :-1], w[:, -1], probe["X"], probe["y"], alpha)
+    return [objective(w[:, :-1], w[:, -1], probe["X"], probe["y"], alpha, probe["input_scale"])
             for w, alpha in zip(weights, default_alphas(len(weights)), strict=True)]
 
 
@@ -369,9 +409,14 @@ def test_time_to_objective(benchmark, probe, name):
     record(benchmark, **info)
 
 
-def _validation_accuracies(models, X_val, y_val):
-    return np.array([score(m.multinomial_coef_, m.multinomial_intercept_, X_val, 1.0, y_val)[1]
-                     for m in models])
+def _validation_accuracies(models, probe):
+    return np.array([score(m.multinomial_coef_, m.multinomial_intercept_, probe["X_val"],
+                           probe["input_scale"], probe["y_val"])[1] for m in models])
+
+
+def _path_run_wanted(probe, n_alphas, tol):
+    if (n_alphas, tol) not in probe["path_runs"]:
+        pytest.skip(f"not a path run on {probe['name']}")
 
 
 @pytest.fixture
@@ -390,12 +435,15 @@ def evaluations(monkeypatch):
     return count
 
 
-@pytest.mark.parametrize(("n_alphas", "tol"), PATH_RUNS)
-def test_alpha_path(benchmark, probe, n_alphas, tol, evaluations):
+@pytest.mark.parametrize(("n_alphas", "tol"), sorted(set(PATH_RUNS + FASHION_PATH_RUNS)))
+def test_alpha_path(benchmark, path_probe, n_alphas, tol, evaluations):
+    probe = path_probe
+    _path_run_wanted(probe, n_alphas, tol)
     benchmark.group = f"probe {probe['name']}: {n_alphas}-alpha path, tol {tol:g}"
 
     def path():
         model = SoftmaxRegressionCV(alphas=n_alphas, dtype="float32", tol=tol,
+                                    max_iter=PATH_MAX_ITER, input_scale=probe["input_scale"],
                                     n_threads=bench_threads())
         return model.fit(probe["X"], probe["y"], eval_set=(probe["X_val"], probe["y_val"]))
 
@@ -409,8 +457,10 @@ def test_alpha_path(benchmark, probe, n_alphas, tol, evaluations):
            best_score=model.best_score_, **path_accuracy(probe, model.coefs_paths_[0]))
 
 
-@pytest.mark.parametrize(("n_alphas", "tol"), PATH_RUNS)
-def test_independent_fits(benchmark, probe, n_alphas, tol, evaluations):
+@pytest.mark.parametrize(("n_alphas", "tol"), sorted(set(PATH_RUNS + FASHION_PATH_RUNS)))
+def test_independent_fits(benchmark, path_probe, n_alphas, tol, evaluations):
+    probe = path_probe
+    _path_run_wanted(probe, n_alphas, tol)
     benchmark.group = f"probe {probe['name']}: {n_alphas}-alpha path, tol {tol:g}"
     alphas = default_alphas(n_alphas)
 
@@ -418,14 +468,16 @@ def test_independent_fits(benchmark, probe, n_alphas, tol, evaluations):
         models = []
         for alpha in alphas:
             model = SoftmaxRegression(solver="lbfgs", alpha=float(alpha), dtype="float32",
-                                      tol=tol, n_threads=bench_threads())
+                                      tol=tol, max_iter=PATH_MAX_ITER,
+                                      input_scale=probe["input_scale"],
+                                      n_threads=bench_threads())
             models.append(_quiet(model.fit, probe["X"], probe["y"]))
         return models
 
     models, seconds = timed(benchmark, fits, count=1, warmup=0)
     n_evaluations = evaluations[0]
     iterations = int(sum(m.n_iter_ for m in models))
-    accuracies = _validation_accuracies(models, probe["X_val"], probe["y_val"])
+    accuracies = _validation_accuracies(models, probe)
     chosen = float(alphas[int(np.argmax(accuracies))])  # ties: the strongest, as the CV does
     path = STASH.get(("probe-path", probe["name"], n_alphas, tol))
     STASH[("probe-independent", probe["name"], n_alphas, tol)] = {"seconds": seconds}
