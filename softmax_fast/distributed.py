@@ -276,18 +276,32 @@ class ClusterProblem:
         The rows are those an in-memory fit samples (the same global indices), so the
         whitening, and with it the iterates, match the in-memory fit's up to rounding.
         """
-        from softmax_fast._training.lbfgs import whitening_sample
-
-        picked = whitening_sample(self.shape[0], rows)
-        starts = np.cumsum([0, *self.block_rows[:-1]])
-        shares = [picked[(picked >= start) & (picked < start + size)] - start
-                  for start, size in zip(starts, self.block_rows, strict=True)]
-        parts = self.client.map(_block_second_moment, self.blocks, shares, x_scale=x_scale,
-                                pure=False)
+        parts = self.client.map(_block_second_moment, self.blocks, self._shares(rows),
+                                x_scale=x_scale, pure=False)
         sums = _result(self.client, _tree_sum(self.client, parts))
         d1 = self.n_features + 1
         moment, total = sums[:-1].reshape(d1, d1), sums[-1]
         return moment / total if total > 0 else moment
+
+    def class_curvature(self, coef, intercept, x_scale, rows):
+        """The classes' curvature sums at (coef, intercept) over the rows an in-memory fit
+        samples (:func:`~softmax_fast._training.lbfgs.class_curvature_sums`), each block
+        summing its own share where it lives."""
+        parts = self.client.map(_block_class_curvature, self.blocks, self._shares(rows),
+                                theta=self._broadcast(coef, intercept), shape=coef.shape,
+                                x_scale=x_scale, pure=False)
+        sums = _result(self.client, _tree_sum(self.client, parts))
+        c, d = coef.shape
+        return sums[:c], sums[c:c + c * d].reshape(c, d), float(sums[-1])
+
+    def _shares(self, rows):
+        """Each block's share of ``rows`` evenly spaced rows of X, as indices into the block."""
+        from softmax_fast._training.lbfgs import whitening_sample
+
+        picked = whitening_sample(self.shape[0], rows)
+        starts = np.cumsum([0, *self.block_rows[:-1]])
+        return [picked[(picked >= start) & (picked < start + size)] - start
+                for start, size in zip(starts, self.block_rows, strict=True)]
 
     def linear_softmax_ce(self, X, x_scale, coef, intercept, y, sample_weight, alpha,
                           grad_coef, grad_intercept, n_threads):
@@ -567,6 +581,18 @@ def _block_second_moment(block, index, *, x_scale):
     X_b, _, w_b, _ = block
     moment, total = second_moment_sums(X_b, x_scale, w_b, index)
     return np.append(moment.ravel(), total)
+
+
+def _block_class_curvature(block, index, *, theta, shape, x_scale):
+    """[the class curvature sums over the block's rows ``index`` (flat), their weight sum]."""
+    from softmax_fast._training.lbfgs import class_curvature_sums
+
+    X_b, _, w_b, _ = block
+    c, d = shape
+    shares, moments, total = class_curvature_sums(X_b, x_scale, w_b,
+                                                  theta[:c * d].reshape(c, d), theta[c * d:],
+                                                  index)
+    return np.concatenate([shares, moments.ravel(), [total]])
 
 
 def _add(*parts):

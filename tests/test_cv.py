@@ -56,6 +56,28 @@ def test_path_equals_independent_fits_and_chooses_the_same_alpha(data):
     assert cv.n_iter_.sum() < sum(m.n_iter_ for m in independent)
 
 
+def test_a_path_in_its_classes_coordinates_equals_independent_fits():
+    # At tol >= CLASS_WHITENING_MIN_TOL each warm start runs in coordinates fitted to its
+    # classes' curvature there (the test above, at 1e-9, keeps those of a start from zero).
+    from test_lbfgs_resolution import unit_norm_embeddings
+
+    X, y = unit_norm_embeddings(n=3000, d=24, c=8, seed=2)
+    X_val, y_val = X[2400:], y[2400:]
+    X, y = X[:2400].astype(np.float64), y[:2400]
+    params = {"tol": 1e-6, "dtype": "float64", "max_iter": 2000}
+    cv = SoftmaxRegressionCV(alphas=8, **params).fit(X, y, eval_set=(X_val, y_val))
+    independent = [SoftmaxRegression(solver="lbfgs", alpha=float(a), **params).fit(X, y)
+                   for a in cv.alphas_]
+    for j, model in enumerate(independent):
+        path = SoftmaxRegression(solver="lbfgs", alpha=float(cv.alphas_[j]), **params)
+        path.coef_, path.intercept_ = cv.coefs_paths_[0, j, :, :-1], cv.coefs_paths_[0, j, :, -1]
+        path.classes_, path.n_features_in_ = model.classes_, model.n_features_in_
+        assert path.objective(X, y) == pytest.approx(model.objective(X, y), rel=1e-6)
+    accuracies = [score(m.coef_, m.intercept_, X_val, 1.0, y_val)[1] for m in independent]
+    assert cv.alpha_ == cv.alphas_[int(np.argmax(accuracies))]
+    assert cv.n_iter_.sum() < sum(m.n_iter_ for m in independent)
+
+
 def test_folds_refit_the_chosen_alpha_on_all_the_data(data):
     X, y, _, _ = data
     cv = SoftmaxRegressionCV(alphas=ALPHAS, cv=3, **EXACT).fit(X, y)

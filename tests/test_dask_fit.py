@@ -146,6 +146,39 @@ def test_warm_start_continues_from_the_optimum(client):
     assert model.objective(X, y) == pytest.approx(first, rel=1e-9)
 
 
+def test_a_warm_start_measures_the_classes_curvature_where_the_blocks_live(client,
+                                                                          monkeypatch):
+    # A warm start at a new strength whitens by the classes' curvature at the start; the
+    # cluster sums it over the rows an in-memory fit samples, block by block.
+    from softmax_fast._training import lbfgs
+
+    monkeypatch.setattr(lbfgs, "WHITENING_ROWS", (700, 700))  # fewer rows than n: sampled
+    X, y = _data(n=2500, seed=5)
+    weights = np.random.default_rng(6).uniform(0.5, 2.0, len(y))
+    seen = []
+    original = lbfgs.FeatureWhitening.for_data.__func__
+
+    def recorded(cls, X_, *args, **kwargs):
+        whitening = original(cls, X_, *args, **kwargs)
+        seen.append(whitening)
+        return whitening
+
+    params = dict(TIGHT, tol=1e-6, alpha=1e-3, warm_start=True)
+    chunks = (600, 900, 1000)
+    dX = da.from_array(X, chunks=(chunks, 20))
+    dy, dw = da.from_array(y, chunks=(chunks,)), da.from_array(weights, chunks=(chunks,))
+    memory = SoftmaxRegression(**params).fit(X, y, sample_weight=weights)
+    model = SoftmaxRegression(**params).fit(dX, dy, sample_weight=dw)
+    monkeypatch.setattr(lbfgs.FeatureWhitening, "for_data", classmethod(recorded))
+    memory.set_params(alpha=params["alpha"] / 3).fit(X, y, sample_weight=weights)
+    model.set_params(alpha=params["alpha"] / 3).fit(dX, dy, sample_weight=dw)
+    in_memory, clustered = seen
+    assert in_memory.warm and clustered.warm
+    np.testing.assert_allclose(clustered.curvature, in_memory.curvature, rtol=1e-4)
+    np.testing.assert_allclose(clustered.centre, in_memory.centre, rtol=1e-4, atol=1e-5)
+    assert _relative_gap(model, memory, X, y, weights) < 1e-6
+
+
 def test_partial_fit_under_dask_ml_incremental(client):
     from dask_ml.wrappers import Incremental
 
@@ -209,7 +242,7 @@ def test_whitening_moments_are_summed_where_the_blocks_live(client, monkeypatch)
     (_, in_memory), (kind, clustered) = seen
     assert kind == "ClusterProblem" and in_memory is not None and clustered is not None
     # the same M (L L^T) to float32 precision: blocks are summed in another grouping
-    moments = [w.cholesky @ w.cholesky.T for w in (clustered, in_memory)]
+    moments = [w.second_moment for w in (clustered, in_memory)]
     assert np.abs(moments[0] - moments[1]).max() <= 1e-5 * np.abs(moments[1]).max()
     assert abs(model.n_iter_ - memory.n_iter_) <= 2
     assert _relative_gap(model, memory, X, y, weights) < 1e-9

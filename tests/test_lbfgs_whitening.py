@@ -17,6 +17,7 @@ from softmax_fast import SoftmaxRegression, SoftmaxRegressionCV
 from softmax_fast._training import lbfgs
 from softmax_fast._training.lbfgs import (
     FeatureWhitening,
+    class_curvature_sums,
     feature_second_moment,
     run_lbfgs,
     whitening_rows,
@@ -97,17 +98,23 @@ def test_a_strongly_regularized_fit_is_not_held_back_by_its_intercept():
         _objective(plain, X, y, alpha)[0], rel=1e-12)
 
 
-def test_the_change_of_coordinates_round_trips_and_follows_the_chain_rule():
+@pytest.mark.parametrize("start", ["zero", "warm"])
+def test_the_change_of_coordinates_round_trips_and_follows_the_chain_rule(start):
     X, y = badly_conditioned(n=400, d=6, c=3)
     alpha = 1e-2
-    whitening = FeatureWhitening.for_data(X, 1.0, None, alpha, 3)
-    assert whitening is not None
     rng = np.random.default_rng(1)
+    at = None if start == "zero" else (rng.standard_normal((3, 6)), rng.standard_normal(3))
+    whitening = FeatureWhitening.for_data(X, 1.0, None, alpha, 3, start=at)
+    assert whitening is not None and whitening.warm == (start == "warm")
     coef, intercept = rng.standard_normal((3, 6)), rng.standard_normal(3)
+    intercept -= intercept.mean()
     theta = whitening.start(coef, intercept)
     back_coef, back_intercept = np.empty_like(coef), np.empty_like(intercept)
     whitening.weights(theta, back_coef, back_intercept)
     np.testing.assert_allclose(back_coef, coef, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(back_intercept, intercept, rtol=1e-12, atol=1e-12)
+    # the intercepts' class mean, a direction the softmax does not see, is taken out
+    whitening.weights(whitening.start(coef, intercept + 5.0), back_coef, back_intercept)
     np.testing.assert_allclose(back_intercept, intercept, rtol=1e-12, atol=1e-12)
 
     def f(v):
@@ -127,8 +134,100 @@ def test_the_change_of_coordinates_round_trips_and_follows_the_chain_rule():
     np.testing.assert_allclose(own[:, -1], gb, rtol=1e-10, atol=1e-13)
 
 
+def _model_matrix(whitening, n_classes, n_features):
+    """T T^T of every class: the Hessian block the coordinates assume (times c)."""
+    blocks = []
+    for k in range(n_classes):
+        columns = []
+        for j in range(n_features + 1):
+            unit = np.zeros((n_classes, n_features + 1))
+            unit[k, j] = 1.0
+            columns.append(whitening.gradient(unit[:, :-1], unit[:, -1]).reshape(
+                n_classes, -1)[k])
+        inverse = np.array(columns).T  # T_k^-1
+        blocks.append(np.linalg.inv(inverse.T @ inverse))
+    return blocks
+
+
+def test_a_start_at_zero_whitens_by_the_second_moments_plus_alpha_c():
+    # Fits from zero run in the coordinates of earlier releases: L L^T = M + alpha c on the
+    # features' diagonal (none on the unpenalized intercept's).
+    X, y = badly_conditioned(n=600, d=5, c=4)
+    alpha = 1e-2
+    whitening = FeatureWhitening.for_data(X, 1.0, None, alpha, 4)
+    M = feature_second_moment(X, 1.0, None, len(X))
+    expected = M + np.diag([alpha * 4] * 5 + [0.0])
+    for block in _model_matrix(whitening, 4, 5):
+        np.testing.assert_allclose(block, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_a_warm_start_whitens_each_class_by_its_own_curvature():
+    # At a warm start the coordinates model class k's Hessian block: the rows' curvature
+    # h_ik = p_ik (1 - p_ik) gives its share s_k and centre m_k, the features' covariance C
+    # its shape: c (s_k [[C + m m^T, m], [m^T, 1]] + alpha on the weights).
+    X, y = unit_norm_embeddings(n=3000, d=8, c=5)
+    X = X.astype(np.float64)
+    alpha = 1e-3
+    rng = np.random.default_rng(5)
+    coef, intercept = 3 * rng.standard_normal((5, 8)), rng.standard_normal(5)
+    whitening = FeatureWhitening.for_data(X, 1.0, None, alpha, 5, start=(coef, intercept))
+    logits = X @ coef.T + intercept
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    h = p * (1 - p)
+    mean = X.mean(axis=0)
+    covariance = X.T @ X / len(X) - np.outer(mean, mean)
+    for k, block in enumerate(_model_matrix(whitening, 5, 8)):
+        share, centre = h[:, k].mean(), h[:, k] @ X / h[:, k].sum()
+        expected = np.empty((9, 9))
+        expected[:8, :8] = covariance + np.outer(centre, centre)
+        expected[:8, 8] = expected[8, :8] = centre
+        expected[8, 8] = 1.0
+        expected = 5 * (share * expected + np.diag([alpha] * 8 + [0.0]))
+        np.testing.assert_allclose(block, expected, rtol=1e-4, atol=1e-7)  # float32 sums
+
+
+def _warm_fit_iterations(monkeypatch, class_whitening):
+    X, y = unit_norm_embeddings(n=4000, d=64, c=20)
+    X = X.astype(np.float64)
+    if not class_whitening:
+        monkeypatch.setattr(lbfgs, "CLASS_WHITENING_MIN_TOL", np.inf)
+    previous, _, _ = _fit(X, y, 1e-4, precondition=True, tol=1e-9)
+    state = SimpleNamespace(coef=previous.coef.copy(), intercept=previous.intercept.copy(),
+                            history=[])
+    n_iter, converged = run_lbfgs(REFERENCE, state, X, 1.0, y, None, 4e-5, 1, max_iter=500,
+                                  tol=1e-6)
+    monkeypatch.undo()
+    assert converged and _objective(state, X, y, 4e-5)[1] <= 1e-6
+    return n_iter, _objective(state, X, y, 4e-5)[0], state
+
+
+def test_a_warm_start_reaches_the_next_optimum_sooner_in_its_classes_coordinates(
+        monkeypatch):
+    # The next strength of a path, started at the last optimum: the classes' own curvature
+    # and the Newton first step against the whitening of a start from zero.
+    classes, loss, state = _warm_fit_iterations(monkeypatch, True)
+    uniform, uniform_loss, _ = _warm_fit_iterations(monkeypatch, False)
+    assert classes <= 0.75 * uniform, (classes, uniform)  # 12 against 24 when written
+    assert loss == pytest.approx(uniform_loss, rel=1e-6)  # both within tol 1e-6
+    # the optimum whose intercepts sum to zero over the classes, as a fit from zero's
+    assert abs(state.intercept.sum()) <= 1e-12 * np.abs(state.intercept).max()
+
+
+def test_a_start_within_tol_measures_no_class_curvature(monkeypatch):
+    X, y = unit_norm_embeddings(n=2000, d=16, c=5)
+    X = X.astype(np.float64)
+    fitted, _, _ = _fit(X, y, 1e-3, precondition=True, tol=1e-9)
+    calls = []
+    monkeypatch.setattr(lbfgs, "class_curvature_sums",
+                        lambda *args: calls.append(1) or lbfgs.class_curvature_sums(*args))
+    n_iter, converged = run_lbfgs(REFERENCE, fitted, X, 1.0, y, None, 1e-3, 1, max_iter=50,
+                                  tol=1e-6)
+    assert (n_iter, converged, calls) == (0, True, [])
+
+
 @pytest.mark.parametrize("storage", ["float32", "uint8", "memmap", "csr", "weighted"])
-def test_second_moments_from_any_storage(storage, tmp_path):
+def test_second_moments_and_class_curvature_from_any_storage(storage, tmp_path):
     rng = np.random.default_rng(2)
     n, d = 5000, 7
     X = rng.integers(0, 256, (n, d)).astype(np.uint8) if storage == "uint8" else \
@@ -149,6 +248,21 @@ def test_second_moments_from_any_storage(storage, tmp_path):
     w = np.ones(len(picked)) if weights is None else weights[picked]
     expected = (augmented * w[:, None]).T @ augmented / w.sum()
     np.testing.assert_allclose(moment, expected, rtol=1e-5, atol=1e-6)
+    # the classes' curvature sums at a warm start, from the same rows
+    coef, intercept = rng.standard_normal((4, d)), rng.standard_normal(4)
+    shares, moments, total = class_curvature_sums(stored, scale, weights, coef, intercept,
+                                                  picked)
+    logits = augmented[:, :-1] @ coef.T + intercept
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    h = p * (1 - p) * w[:, None]
+    np.testing.assert_allclose(shares, h.sum(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(moments, h.T @ augmented[:, :-1], rtol=1e-4, atol=1e-4)
+    assert total == pytest.approx(w.sum())
+    # blocks on two threads, summed in their order: the same bits
+    threaded = class_curvature_sums(stored, scale, weights, coef, intercept, picked, 2)
+    for ours, theirs in zip(threaded, (shares, moments, total), strict=True):
+        assert np.array_equal(ours, theirs)
 
 
 def test_whitening_applies_only_where_it_pays(monkeypatch):

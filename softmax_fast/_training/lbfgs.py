@@ -50,11 +50,13 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
     callback : callable(iteration, loss) or None
         Called after every iteration (progress display).
     precondition : bool
-        Run the optimizer in whitened coordinates (:class:`FeatureWhitening`) when ``X`` is a
-        dense array; the optimum is the same, reached in fewer iterations.
+        Run the optimizer in whitened coordinates (:class:`FeatureWhitening`, fitted to the
+        classes' curvature at a warm start); the optimum is the same, reached in fewer
+        iterations.
     moment_cache : dict or None
-        Keeps the features' second moments between fits on the same ``X`` (the strengths of
-        a regularization path), so they are estimated once.
+        Keeps the features' second moments and their eigendecomposition between fits on the
+        same ``X`` (the strengths of a regularization path), so they are estimated once, and
+        the classes' curvature for the next strengths (CURVATURE_REUSE_SPAN).
 
     Returns
     -------
@@ -80,31 +82,64 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
     # one thread (the probe's evaluations took 160 ms instead of 90). One thread also keeps
     # the whitening's products, and so the whole fit, identical for any ``n_threads``.
     with single_threaded_blas():
+        def evaluate_weights():
+            """The loss at ``coef``/``intercept``; their gradient into grad_coef/grad_intercept."""
+            loss = kernels.linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight,
+                                             alpha, grad_coef, grad_intercept, n_threads)
+            last["grad_max"] = max(float(np.abs(grad_coef).max(initial=0.0)),
+                                   float(np.abs(grad_intercept).max(initial=0.0)))
+            return loss
+
+        # The start's evaluation: a warm start may be within tol already (0 iterations, and
+        # no whitening to build); otherwise it sets the first step's length below.
+        coef[...], intercept[...] = state.coef, state.intercept
+        loss0 = evaluate_weights()
+        last["grad0"] = last["grad_max"]
+        if last["grad_max"] <= stop_at:
+            state.history.append({"epoch": 0, "train_loss": float(loss0)})
+            return 0, True
+
         coordinates = None
         if precondition:
+            # the classes' own curvature at the start, unless the fit must go below
+            # CLASS_WHITENING_MIN_TOL (see there)
+            start = (state.coef, state.intercept) if stop_at >= CLASS_WHITENING_MIN_TOL \
+                else None
             coordinates = FeatureWhitening.for_data(X, x_scale, sample_weight, alpha,
-                                                    n_classes, moment_cache)
+                                                    n_classes, moment_cache, start=start,
+                                                    n_threads=n_threads)
         if coordinates is None:
             coordinates = _Identity(n_classes, n_features)
 
-        def objective(theta):
+        def evaluate(theta):
             coordinates.weights(theta, coef, intercept)
-            loss = kernels.linear_softmax_ce(X, x_scale, coef, intercept, y, sample_weight,
-                                             alpha, grad_coef, grad_intercept, n_threads)
-            last["loss"], last["theta"] = loss, theta.copy()
-            last["grad_max"] = max(float(np.abs(grad_coef).max(initial=0.0)),
-                                   float(np.abs(grad_intercept).max(initial=0.0)))
-            if "grad0" not in last:
-                last["grad0"] = last["grad_max"]
-                if last["grad_max"] <= stop_at:
-                    raise _StartIsOptimal  # a warm start already within tol: 0 iterations
-            gradient = coordinates.gradient(grad_coef, grad_intercept)
-            return resolved.value(theta, loss, gradient), gradient
+            return evaluate_weights(), coordinates.gradient(grad_coef, grad_intercept)
+
+        # SciPy's L-BFGS-B tries a first step of length 1; the optimizer runs over
+        # phi = theta / step so that this step has the length the coordinates ask for.
+        theta0 = coordinates.start(state.coef, state.intercept)
+        gradient0 = coordinates.gradient(grad_coef, grad_intercept).copy()
+        step = coordinates.first_step_length(gradient0) or 1.0
+        if not (np.isfinite(step) and step > 0):
+            step = 1.0  # a non-finite start: the optimizer meets it and the fit reports it
+        phi0 = theta0 / step
+        first = {"phi": phi0, "value": (loss0, gradient0)}
+
+        def objective(phi):
+            if first is not None and np.array_equal(phi, first["phi"]):
+                loss, gradient = first["value"]  # SciPy's first call: the start, evaluated
+            else:
+                loss, gradient = evaluate(phi * step)
+            last["loss"], last["theta"] = loss, phi.copy()
+            gradient = gradient * step
+            return resolved.value(phi, loss, gradient), gradient
 
         iteration = [0]
         resolved = _ResolvedObjective(dtype)
 
         def after_iteration(intermediate_result):
+            nonlocal first
+            first = None
             iteration[0] += 1
             resolved.accept(intermediate_result.x)
             if callback is not None:
@@ -117,20 +152,15 @@ def run_lbfgs(kernels, state, X, x_scale, y, sample_weight, alpha, n_threads, *,
                 last["converged"] = True
                 raise StopIteration
 
-        theta0 = coordinates.start(state.coef, state.intercept)
-        try:
-            # SciPy's own gradient test is off (gtol 0: only an exactly zero gradient stops it)
-            result = minimize(objective, theta0, jac=True, method="L-BFGS-B",
-                              callback=after_iteration,
-                              options={"maxiter": max_iter, "maxcor": history, "gtol": 0.0,
-                                       "ftol": 64 * np.finfo(float).eps, "maxls": 50})
-        except _StartIsOptimal:
-            state.history.append({"epoch": 0, "train_loss": float(last["loss"])})
-            return 0, True
+        # SciPy's own gradient test is off (gtol 0: only an exactly zero gradient stops it)
+        result = minimize(objective, phi0, jac=True, method="L-BFGS-B",
+                          callback=after_iteration,
+                          options={"maxiter": max_iter, "maxcor": history, "gtol": 0.0,
+                                   "ftol": 64 * np.finfo(float).eps, "maxls": 50})
         if np.all(np.isfinite(result.x)):
-            coordinates.weights(result.x, coef, intercept)
-            last["final_grad_max"] = float(np.abs(coordinates.own_gradient(result.jac)).max(
-                initial=0.0))
+            coordinates.weights(result.x * step, coef, intercept)
+            last["final_grad_max"] = float(np.abs(coordinates.own_gradient(
+                result.jac / step)).max(initial=0.0))
     if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)
             and np.all(np.isfinite(coef)) and np.all(np.isfinite(intercept))):
         raise TrainingDivergedError("L-BFGS met a non-finite loss or weights; check the input "
@@ -197,10 +227,6 @@ class _ResolvedObjective:
             self.base, self.trial = (self.trial if same else None), None
 
 
-class _StartIsOptimal(Exception):
-    """The first evaluation found the start within tol (raised out of SciPy's loop)."""
-
-
 class _Identity:
     """The weights' own coordinates: theta = [coef.ravel(), intercept] in float64."""
 
@@ -224,6 +250,9 @@ class _Identity:
     def own_gradient(self, grad):
         return grad
 
+    def first_step_length(self, gradient):
+        return None  # L-BFGS-B's own first step
+
 
 #: Rows (evenly spaced through X) from which the whitening estimates the features' second
 #: moments: 32 per feature, at least 4,096 and at most 16,384 (8 per feature estimated the
@@ -238,63 +267,109 @@ WHITENING_BUDGET_EVALUATIONS = 40
 #: Rows read at a time while estimating them (a memory map is read block by block).
 _WHITENING_BLOCK = 1024
 #: The damping's floor, relative to the second-moment matrix's largest entry: keeps the
-#: Cholesky factor well defined when alpha is 0 (see :class:`FeatureWhitening`).
+#: change of coordinates invertible when alpha is 0 (see :class:`FeatureWhitening`).
 WHITENING_DAMPING = 1e-10
+#: Rows a warm start's class centres are estimated from: 160 a class (probe, c = 100: 4,096
+#: rows made the path's fits take 123 evaluations, 8,192 93, 16,384 79, all 50,000 64),
+#: at least the second moments' rows and at most a quarter of X (one forward pass over
+#: them, on the fit's threads: :func:`class_curvature_sums`).
+CURVATURE_ROWS_PER_CLASS = 160
+#: Fits asked for a gradient below this keep the whitening of a start from zero: the classes'
+#: own scales speed a fit's first decades but slow its last ones where the Hessian is close
+#: to M (x) S (diffuse probabilities; make_classification's data, float64 paths of 16
+#: strengths: about even at tol 1e-6, 1.3-1.5x the iterations at 1e-7, 1.5-1.8x at 1e-8),
+#: and float32 fits cannot go below this tolerance anyway (``_REACHABLE_GTOL``).
+CLASS_WHITENING_MIN_TOL = 1e-6
+#: A path's fits reuse the classes' curvature measured at a strength within this factor of
+#: theirs: a 96-strength path (steps of a factor 1.16) measured it at 95 strengths and took
+#: 245 evaluations and 22.3 s on the probe; within 2x, at 20, 231 and 17.9 s (3x: 243 and
+#: 18.5 s). A 16-strength path (steps of 2.5x) measures it at every strength.
+CURVATURE_REUSE_SPAN = 2.0
+#: A class's share of curvature is at least this fraction of the largest share: keeps a
+#: class no row of the sample is near (all its probabilities 0 or 1) from a zero scale.
+CURVATURE_FLOOR = 1e-6
 
 
 class FeatureWhitening:
-    """L-BFGS in whitened coordinates: the features' scale and correlation taken out.
+    """L-BFGS in coordinates whitened class by class: the data's curvature taken out.
 
-    With A = [coef | intercept] (c x (d+1)) and x~ = [x, 1], the data part of the
-    objective's Hessian is close to S (x) M, M = E[x~ x~^T] the features' second-moment
-    matrix and S the softmax's c x c curvature; the penalty adds alpha I. Embeddings and
-    pixels make M badly conditioned (an uncentred mean, a power-law spectrum), and L-BFGS
-    then needs many iterations to learn it. Writing A = V L^-1 with L L^T = M + delta I
-    (Cholesky) and optimising over V turns the feature side of the Hessian into about
-    the identity. The objective and its optimum are unchanged; only the optimizer's
-    coordinates are: the gradient is G_V = G_A L^-T, and the stopping test stays on G_A.
+    With a_k = [w_k, b_k] the weights and intercept of class k and x~ = [x, 1], the diagonal
+    block of class k in the objective's Hessian is sum_i h_ik x~_i x~_i^T / n + alpha
+    (weights only), h_ik = p_ik (1 - p_ik) the softmax's curvature at row i. Write s_k for
+    the class's share of curvature (the mean of h_ik) and m_k for its *centre* (the h-weighted
+    mean of the rows: those near its decision boundaries) and take the features' covariance
+    C = U diag(lambda) U^T for the spread of the class's rows about m_k; the block is then
+    s_k [[C + alpha / s_k + m_k m_k^T, m_k], [m_k^T, 1]], which factors exactly as T_k T_k^T,
 
-    delta = alpha x c on the features' diagonal: the penalty's share of the Hessian against
-    the data's (S has eigenvalues 1/c at the start), so strong regularization keeps the
-    coordinates near the original ones, and directions with almost no data (constant
-    pixels) are not stretched beyond what the penalty holds. The intercept is not
-    penalized, so its diagonal gets no delta: with it, a strongly regularized fit from zero
-    saw its intercept's curvature at a tenth of the weights' and spent its iterations there
-    (probe below, alpha 0.1, tol 1e-6: 12 iterations with delta on the intercept, 4
-    without; 16 fits from 1e-1 to 1e-7: 252 evaluations -> 236, the weak strengths
-    unchanged; 20k rows of Fashion-MNIST unchanged). A floor of WHITENING_DAMPING x M's
-    largest entry on every diagonal entry keeps the factor defined at alpha = 0.
-    Evaluations (or iterations) measured with float32 kernels:
+        T_k = sqrt(s_k) [[I, m_k], [0, 1]] blockdiag(U diag(sqrt(lambda + alpha / s_k)), 1).
 
-    - probe 50k x 512 x 100, alpha 1e-5, to a relative gap of 1e-6: 70 plain; 18 at this
-      delta (1e-3); 15 at 1e-2 and 31 at 1e-1;
-    - 20k rows of Fashion-MNIST, alpha 1e-4, tol 1e-7: 418 iterations plain, 302 whitened
-      (larger deltas did better there, 212 at delta 1, but a floor tied to M's scale left
-      features on a 1:100 spread of scales as badly conditioned as before: 400 iterations
-      instead of 22);
-    - features on a 1:100 spread of scales (tests/test_lbfgs_whitening.py), float64:
-      no convergence in 5,000 iterations plain, 22 whitened.
+    L-BFGS runs over V_k = T_k^T a_k (up to one constant, below): the class's weights along
+    the features' principal axes and its intercept as its logit at its centre, so that the
+    Hessian there is about the identity. The objective and its optimum are unchanged; only
+    the optimizer's coordinates are: the gradient is T_k^-1 g_k, and the stopping test stays
+    on the weights' own gradient. Every T_k is scaled by sqrt(c) — the Hessian is modelled c
+    times over, the scale of earlier releases' whitening — which only sets the length of
+    L-BFGS's first step.
 
-    Each evaluation costs two (c x (d+1)) x ((d+1) x (d+1)) products on top of the kernel
-    (4 c d^2 flops against the kernel's 4 n c d), and M one pass over WHITENING_ROWS rows.
+    **A fit from zero** has p_ik = 1/c: the model uses s_k = 1/c and m_k = the rows' mean,
+    so that T_k T_k^T = M + alpha c (M = E[x~ x~^T], no alpha on the intercept) for every
+    class: the whitening of earlier releases, fits from zero unchanged (16 on the probe
+    below, tol 1e-6: 236 evaluations before and after). It needs no pass over X beyond M.
+
+    **A warm start** (the next strength of a regularization path, a ``warm_start`` refit) is
+    no longer at uniform probabilities, and there s_k and m_k are measured at the start: one
+    forward pass over :func:`curvature_rows` rows. L-BFGS's first trial step is then this
+    model's Newton step (:meth:`first_step_length`) instead of a step of length 1. Probe
+    50k x 512 x 100, float32, the 16 strengths 1e-1 ... 1e-7 of a path at tol 1e-6: 120
+    evaluations with the whitening of a start from zero, 73 with this one (the weak
+    strengths 6e-5 ... 6e-7: 9-17 evaluations each before, 6-8 now); the 96-strength path 362
+    -> 231; Fashion-MNIST's 48,000 rows, 16 strengths at tol 1e-6, 2,269 -> 1,272. In float64
+    prototypes: 134 evaluations, 90 with the centres and shares but L-BFGS's own first step,
+    79 with the Newton step too, 64 with the centres from all 50,000 rows (4,096 rows: 123;
+    see CURVATURE_ROWS_PER_CLASS); one damping for all classes instead of alpha / s_k: 86;
+    the exact per-class blocks (C_k of each class's own rows): as good, and c d x d
+    factorizations a strength. A fit asked for a gradient below CLASS_WHITENING_MIN_TOL keeps
+    the whitening of a start from zero (see there).
+
+    The softmax does not change when every class's intercept moves alike: the class mean of
+    the intercepts is taken out in :meth:`weights` (as a fit from zero never moves it), and
+    at alpha = 0 that of the weights too. A floor of WHITENING_DAMPING x M's largest entry
+    on alpha / s_k keeps T_k invertible at alpha = 0 (constant features have lambda = 0).
+
+    Each evaluation costs two (c x d) x (d x d) products on top of the kernel (4 c d^2
+    flops against the kernel's 4 n c d); M one pass over WHITENING_ROWS rows and one
+    eigendecomposition (kept for every fit of a path); a warm start's centres one forward
+    pass over the rows above (kept for a path's next strengths within CURVATURE_REUSE_SPAN).
     """
 
-    def __init__(self, cholesky):
-        from scipy.linalg import solve_triangular
-
-        self.cholesky = cholesky
-        self.inverse = solve_triangular(cholesky, np.eye(len(cholesky)), lower=True)
+    def __init__(self, second_moment, spectrum, curvature, centre, alpha, floor):
+        eigenvalues, basis = spectrum
+        #: E[x~ x~^T] the whitening was built from ((d+1) x (d+1), float64)
+        self.second_moment = second_moment
+        self.basis = basis
+        self.centre = centre
+        self.curvature = curvature
+        self.alpha = alpha
+        # the shares relative to the uniform 1 / c: a fit from zero runs in the coordinates
+        # (and tries the first step) of a whitening by M + alpha c alone
+        self.root_curvature = np.sqrt(curvature * len(curvature))[:, None]
+        damping = np.maximum(alpha / curvature, floor)
+        self.stretch = np.sqrt(np.maximum(eigenvalues, 0.0)[None, :] + damping[:, None])
+        self.warm = False  # True when the shares and centres were measured at the start
 
     @classmethod
-    def for_data(cls, X, x_scale, sample_weight, alpha, n_classes, cache=None):
+    def for_data(cls, X, x_scale, sample_weight, alpha, n_classes, cache=None, start=None,
+                 n_threads=1):
         """The whitening for ``X`` (dense, a memory map, sparse, or a Dask cluster's problem,
         which estimates M where its blocks live), or None where none pays.
 
         None for other objects, for d above WHITENING_MAX_FEATURES, for
         n < 4 (d + 1) (its two products per evaluation would cost more than a quarter of
-        the kernel's) and where estimating M would cost more than
-        WHITENING_BUDGET_EVALUATIONS evaluations. ``cache`` (a dict) keeps M for the next
-        fit on the same data.
+        the kernel's) and where estimating M and its eigendecomposition would cost more
+        than WHITENING_BUDGET_EVALUATIONS evaluations. ``cache`` (a dict) keeps M and its
+        eigendecomposition for the next fit on the same data. ``start`` (coef, intercept):
+        the fit's start; unless its weights are all zero, the classes' shares and centres
+        are measured there (see the class docstring), on ``n_threads`` threads.
         """
         import scipy.sparse
 
@@ -304,50 +379,98 @@ class FeatureWhitening:
             return None
         n, d = X.shape
         rows = whitening_rows(n, d)
+        # flops: M (2 rows d^2) and its eigendecomposition (~10 d^3) against an evaluation's
+        # 4 n c d
+        cost = 2.0 * rows * d * d + 10.0 * float(d) ** 3
         if (d > WHITENING_MAX_FEATURES or n < 4 * (d + 1)
-                or rows * d > 2 * WHITENING_BUDGET_EVALUATIONS * n * n_classes):
+                or cost > WHITENING_BUDGET_EVALUATIONS * 4.0 * n * n_classes * d):
             return None
-        if cache is not None and "second_moment" in cache:
-            second_moment = cache["second_moment"]
-        else:
-            second_moment = X.second_moment(x_scale, rows) if clustered else \
+        cache = {} if cache is None else cache
+        if "second_moment" not in cache:
+            cache["second_moment"] = X.second_moment(x_scale, rows) if clustered else \
                 feature_second_moment(X, x_scale, sample_weight, rows)
-            if cache is not None:
-                cache["second_moment"] = second_moment
+        second_moment = cache["second_moment"]
         if not np.all(np.isfinite(second_moment)):
             return None  # X is not finite: the first evaluation reports it, as without this
-        largest = float(np.abs(second_moment).max(initial=0.0))
-        floor = WHITENING_DAMPING * largest
-        damping = np.full(d + 1, max(alpha * n_classes, floor))
-        damping[-1] = floor  # the intercept carries no penalty: its curvature is data's alone
-        if not (np.all(np.isfinite(damping)) and damping.max() > 0):
+        floor = WHITENING_DAMPING * float(np.abs(second_moment).max(initial=0.0))
+        if not (np.isfinite(alpha * n_classes) and max(alpha, floor) > 0):
             return None
-        try:
-            cholesky = np.linalg.cholesky(second_moment + np.diag(damping))
-        except np.linalg.LinAlgError:
-            return None
-        return cls(cholesky)
+        mean = second_moment[-1, :-1] / second_moment[-1, -1]
+        if "spectrum" not in cache:
+            covariance = second_moment[:-1, :-1] / second_moment[-1, -1] - np.outer(mean, mean)
+            try:
+                cache["spectrum"] = np.linalg.eigh(covariance)
+            except np.linalg.LinAlgError:
+                return None
+        curvature, centre, warm = None, None, False
+        if start is not None and np.any(start[0]):
+            kept = cache.get("class_curvature")  # (alpha, curvature, centre) of a path
+            if kept is not None and kept[1].shape == (n_classes,) and alpha > 0 \
+                    and max(alpha / kept[0], kept[0] / alpha) <= CURVATURE_REUSE_SPAN:
+                curvature, centre = kept[1], kept[2]
+            else:
+                curvature, centre = class_curvature(X, x_scale, sample_weight, *start,
+                                                    mean, clustered, n_threads)
+                if curvature is not None:
+                    cache["class_curvature"] = (alpha, curvature, centre)
+            warm = curvature is not None
+        if curvature is None:  # a start at zero weights: the shares at p = 1 / c
+            curvature = np.full(n_classes, 1.0 / n_classes)
+            centre = np.broadcast_to(mean, (n_classes, d)).copy()
+        whitening = cls(second_moment, cache["spectrum"], curvature, centre, alpha, floor)
+        whitening.warm = warm
+        return whitening
+
+    def first_step_length(self, gradient):
+        """The length L-BFGS's first step should have: the whitened Newton step's, |V'|.
+
+        Where the shares and centres were measured at the start, the Hessian in these
+        coordinates is about the identity, so the Newton step is the gradient itself; L-BFGS
+        would otherwise try a step of length 1 and search back. From zero, None: the
+        curvature there is not the optimum's, and L-BFGS's own first step did better.
+        """
+        # T T^T models c times the Hessian (the scale of a start from zero, above), so the
+        # Hessian here is I / c and its Newton step c times the gradient
+        return len(self.curvature) * float(np.linalg.norm(gradient)) if self.warm else None
 
     def start(self, coef, intercept):
-        """V = A L."""
-        augmented = np.concatenate([coef, intercept[:, None]], axis=1).astype(np.float64)
-        return (augmented @ self.cholesky).ravel()
+        """V_k = T_k^T a_k."""
+        coef = np.asarray(coef, np.float64)
+        weights = (coef @ self.basis) * self.stretch
+        logit_at_centre = np.einsum("kj,kj->k", self.centre, coef) + intercept
+        return (np.concatenate([weights, logit_at_centre[:, None]], axis=1)
+                * self.root_curvature).ravel()
 
     def weights(self, theta, coef, intercept):
-        """A = V L^-1, written into ``coef`` and ``intercept`` (their dtype)."""
-        augmented = theta.reshape(coef.shape[0], -1) @ self.inverse
-        coef[...] = augmented[:, :-1]
-        intercept[...] = augmented[:, -1]
+        """a_k = T_k^-T V_k, written into ``coef`` and ``intercept`` (their dtype)."""
+        scaled = theta.reshape(coef.shape[0], -1) / self.root_curvature
+        own = (scaled[:, :-1] / self.stretch) @ self.basis.T
+        own_intercept = scaled[:, -1] - np.einsum("kj,kj->k", self.centre, own)
+        # The softmax does not change when every class's intercept moves alike (nor, without
+        # a penalty, its weights): the objective is flat along those directions, and the
+        # class-by-class scales would let the iterates drift along them. Their class means
+        # are taken out — the same objective and gradient, and the optimum whose intercepts
+        # (and, at alpha = 0, weights) sum to zero over the classes, the one a fit from zero
+        # in the features' own coordinates reaches.
+        own_intercept -= own_intercept.mean()
+        if self.alpha == 0:
+            own -= own.mean(axis=0)
+        coef[...] = own
+        intercept[...] = own_intercept
 
     def gradient(self, grad_coef, grad_intercept):
-        """G_V = G_A L^-T, flat float64."""
-        augmented = np.concatenate([grad_coef, grad_intercept[:, None]],
-                                   axis=1).astype(np.float64)
-        return (augmented @ self.inverse.T).ravel()
+        """G_V = T_k^-1 g_k, flat float64."""
+        grad_intercept = np.asarray(grad_intercept, np.float64)
+        centred = np.asarray(grad_coef, np.float64) - self.centre * grad_intercept[:, None]
+        weights = (centred @ self.basis) / self.stretch
+        return (np.concatenate([weights, grad_intercept[:, None]], axis=1)
+                / self.root_curvature).ravel()
 
     def own_gradient(self, grad):
-        """G_A = G_V L^T: the gradient in the weights' coordinates, (c, d+1)."""
-        return grad.reshape(-1, len(self.cholesky)) @ self.cholesky.T
+        """g_k = T_k G_V: the gradient in the weights' coordinates, (c, d+1)."""
+        scaled = grad.reshape(len(self.curvature), -1) * self.root_curvature
+        own = (scaled[:, :-1] * self.stretch) @ self.basis.T + self.centre * scaled[:, -1:]
+        return np.concatenate([own, scaled[:, -1:]], axis=1)
 
 
 def whitening_rows(n, d):
@@ -399,6 +522,94 @@ def second_moment_sums(X, x_scale, sample_weight, index):
             total += float(weights[rows].sum())
         moment += weighted.T @ block
     return moment, total
+
+
+def curvature_rows(n, d, n_classes):
+    """Rows a warm start's class shares and centres are estimated from (see
+    CURVATURE_ROWS_PER_CLASS)."""
+    per_class = min(CURVATURE_ROWS_PER_CLASS * n_classes, n // 4)
+    return min(n, max(whitening_rows(n, d), per_class))
+
+
+def class_curvature(X, x_scale, sample_weight, coef, intercept, mean, clustered=False,
+                    n_threads=1):
+    """(s, m): each class's share of softmax curvature and its centre at (coef, intercept).
+
+    s_k = sum_i w_i h_ik / sum_i w_i and m_k = sum_i w_i h_ik x_i / sum_i w_i h_ik, h_ik =
+    p_ik (1 - p_ik), over :func:`curvature_rows` evenly spaced rows (a Dask cluster sums its
+    blocks' shares of the same rows where they live). A class with no curvature in the
+    sample keeps the rows' ``mean`` as its centre; None when the start's probabilities are
+    not finite (the first evaluation then reports it).
+    """
+    n, d = X.shape
+    n_classes = coef.shape[0]
+    rows = curvature_rows(n, d, n_classes)
+    if clustered:
+        shares, moments, total = X.class_curvature(coef, intercept, x_scale, rows)
+    else:
+        shares, moments, total = class_curvature_sums(X, x_scale, sample_weight, coef,
+                                                      intercept, whitening_sample(n, rows),
+                                                      n_threads)
+    if not (total > 0 and np.all(np.isfinite(shares)) and np.all(np.isfinite(moments))):
+        return None, None
+    largest = float(shares.max(initial=0.0))
+    if largest <= 0:
+        return None, None
+    held = shares > CURVATURE_FLOOR * largest
+    centre = np.broadcast_to(mean, (n_classes, d)).copy()
+    centre[held] = moments[held] / shares[held, None]
+    curvature = np.maximum(shares / total, CURVATURE_FLOOR * largest / total)
+    return curvature, centre
+
+
+def class_curvature_sums(X, x_scale, sample_weight, coef, intercept, index=None, n_threads=1):
+    """(sum_i w_i h_i, sum_i w_i h_i x_i^T, sum_i w_i) over the rows ``index`` of X, float64.
+
+    h_ik = p_ik (1 - p_ik) with p_i the softmax of (coef, intercept) at x_i. Read block by
+    block like :func:`second_moment_sums` (logits and products in float32, sums in float64).
+    ``n_threads`` blocks at a time, each on one thread of BLAS: the optimizer's BLAS stays
+    single-threaded (see :func:`run_lbfgs`), and the blocks' sums are added in their order,
+    so the result does not depend on the thread count.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import scipy.sparse
+
+    index = np.arange(X.shape[0]) if index is None else index
+    weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+    coef32 = np.asarray(coef, np.float32)
+    intercept32 = np.asarray(intercept, np.float32)
+
+    def block_sums(rows):
+        block = X[rows].toarray() if scipy.sparse.issparse(X) else X[rows]
+        block = np.asarray(block, np.float32)
+        if x_scale != 1.0:
+            block = block * np.float32(x_scale)
+        p = block @ coef32.T + intercept32
+        p -= p.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+        h = p * (1 - p)
+        total = float(len(rows)) if weights is None else float(weights[rows].sum())
+        if weights is not None:
+            h *= weights[rows].astype(np.float32)[:, None]
+        return h.sum(axis=0, dtype=np.float64), h.T @ block, total
+
+    blocks = [index[start:start + _WHITENING_BLOCK]
+              for start in range(0, len(index), _WHITENING_BLOCK)]
+    if n_threads > 1 and len(blocks) > 1:
+        with ThreadPoolExecutor(max_workers=min(n_threads, len(blocks))) as pool:
+            parts = list(pool.map(block_sums, blocks))
+    else:
+        parts = [block_sums(rows) for rows in blocks]
+    shares = np.zeros(coef32.shape[0])
+    moments = np.zeros(coef32.shape)
+    total = 0.0
+    for part_shares, part_moments, part_total in parts:
+        shares += part_shares
+        moments += part_moments
+        total += part_total
+    return shares, moments, total
 
 
 #: Below these gradient tolerances the line search stalls on rounding (float32 objectives
