@@ -276,6 +276,7 @@ def test_whitening_applies_only_where_it_pays(monkeypatch):
     assert FeatureWhitening.for_data(broken, 1.0, None, 1e-3, 4) is None
     # no weight, no penalty: nothing to whiten with
     assert FeatureWhitening.for_data(X, 1.0, np.zeros(2000), 0.0, 4) is None
+    assert FeatureWhitening.for_data(X, 1.0, np.zeros(2000), 1e-3, 4) is None  # no rows' weight
     monkeypatch.setattr(lbfgs, "WHITENING_MAX_FEATURES", 10)
     assert FeatureWhitening.for_data(X, 1.0, None, 1e-3, 4) is None  # d too large
     monkeypatch.undo()
