@@ -279,7 +279,7 @@ CURVATURE_ROWS_PER_CLASS = 160
 #: Fits asked for a gradient below this keep the whitening of a start from zero: the classes'
 #: own scales speed a fit's first decades but slow its last ones where the Hessian is close
 #: to M (x) S (diffuse probabilities; make_classification's data, float64 paths of 16
-#: strengths: about even at tol 1e-6, 1.3-1.5x the iterations at 1e-7, 1.5-1.8x at 1e-8),
+#: strengths: about even at tol 1e-6, 1.3-1.5x the iterations at 1e-7, up to 1.8x at 1e-8),
 #: and float32 fits cannot go below this tolerance anyway (``_REACHABLE_GTOL``).
 CLASS_WHITENING_MIN_TOL = 1e-6
 #: A path's fits reuse the classes' curvature measured at a strength within this factor of
