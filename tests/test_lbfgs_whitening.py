@@ -219,8 +219,9 @@ def test_a_start_within_tol_measures_no_class_curvature(monkeypatch):
     X = X.astype(np.float64)
     fitted, _, _ = _fit(X, y, 1e-3, precondition=True, tol=1e-9)
     calls = []
+    measure = lbfgs.class_curvature_sums
     monkeypatch.setattr(lbfgs, "class_curvature_sums",
-                        lambda *args: calls.append(1) or lbfgs.class_curvature_sums(*args))
+                        lambda *args: calls.append(1) or measure(*args))
     n_iter, converged = run_lbfgs(REFERENCE, fitted, X, 1.0, y, None, 1e-3, 1, max_iter=50,
                                   tol=1e-6)
     assert (n_iter, converged, calls) == (0, True, [])
