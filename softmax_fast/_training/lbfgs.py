@@ -522,8 +522,6 @@ def second_moment_sums(X, x_scale, sample_weight, index):
     preconditioner needs no more) and is summed in float64. A Dask worker runs this on its
     own block of rows (:mod:`softmax_fast.distributed`).
     """
-    import scipy.sparse
-
     d = X.shape[1]
     weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
     moment = np.zeros((d + 1, d + 1))
@@ -531,16 +529,27 @@ def second_moment_sums(X, x_scale, sample_weight, index):
     for start in range(0, len(index), _WHITENING_BLOCK):
         rows = index[start:start + _WHITENING_BLOCK]
         block = np.ones((len(rows), d + 1), np.float32)
-        block[:, :d] = X[rows].toarray() if scipy.sparse.issparse(X) else X[rows]
-        block[:, :d] *= np.float32(x_scale)
-        weighted = block
-        if weights is None:
-            total += len(rows)
-        else:
-            weighted = block * weights[rows].astype(np.float32)[:, None]
-            total += float(weights[rows].sum())
+        block[:, :d] = _scaled_rows(X, rows, x_scale)
+        row_weights, block_total = _row_weights(weights, rows)
+        weighted = block if row_weights is None else block * row_weights[:, None]
+        total += block_total
         moment += weighted.T @ block
     return moment, total
+
+
+def _scaled_rows(X, rows, x_scale):
+    """x_scale * X[rows] as float32 (a sparse matrix's rows densified, a map's rows read)."""
+    import scipy.sparse
+
+    block = np.asarray(X[rows].toarray() if scipy.sparse.issparse(X) else X[rows], np.float32)
+    return block * np.float32(x_scale) if x_scale != 1.0 else block
+
+
+def _row_weights(weights, rows):
+    """(float32 weights of ``rows`` or None, their float64 sum)."""
+    if weights is None:
+        return None, float(len(rows))
+    return weights[rows].astype(np.float32), float(weights[rows].sum())
 
 
 def curvature_rows(n, d, n_classes):
@@ -581,7 +590,7 @@ def class_curvature(X, x_scale, sample_weight, coef, intercept, mean, clustered=
     return curvature, centre
 
 
-def class_curvature_sums(X, x_scale, sample_weight, coef, intercept, index=None, n_threads=1):
+def class_curvature_sums(X, x_scale, sample_weight, coef, intercept, index, n_threads=1):
     """(sum_i w_i h_i, sum_i w_i h_i x_i^T, sum_i w_i) over the rows ``index`` of X, float64.
 
     h_ik = p_ik (1 - p_ik) with p_i the softmax of (coef, intercept) at x_i. Read block by
@@ -592,26 +601,20 @@ def class_curvature_sums(X, x_scale, sample_weight, coef, intercept, index=None,
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import scipy.sparse
-
-    index = np.arange(X.shape[0]) if index is None else index
     weights = None if sample_weight is None else np.asarray(sample_weight, np.float64)
     coef32 = np.asarray(coef, np.float32)
     intercept32 = np.asarray(intercept, np.float32)
 
     def block_sums(rows):
-        block = X[rows].toarray() if scipy.sparse.issparse(X) else X[rows]
-        block = np.asarray(block, np.float32)
-        if x_scale != 1.0:
-            block = block * np.float32(x_scale)
+        block = _scaled_rows(X, rows, x_scale)
         p = block @ coef32.T + intercept32
         p -= p.max(axis=1, keepdims=True)
         np.exp(p, out=p)
         p /= p.sum(axis=1, keepdims=True)
         h = p * (1 - p)
-        total = float(len(rows)) if weights is None else float(weights[rows].sum())
-        if weights is not None:
-            h *= weights[rows].astype(np.float32)[:, None]
+        row_weights, total = _row_weights(weights, rows)
+        if row_weights is not None:
+            h *= row_weights[:, None]
         return h.sum(axis=0, dtype=np.float64), h.T @ block, total
 
     blocks = [index[start:start + _WHITENING_BLOCK]
